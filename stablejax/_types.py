@@ -1,0 +1,28 @@
+"""Array type aliases used in public signatures (shapes are written in the docstrings)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import jax
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.Array | np.ndarray
+PyTree = Any
+Params = PyTree
+
+
+class EnergyFn(Protocol):
+    """The one energy protocol of stablejax: ``energy_fn(params, R, **kwargs) -> scalar`` in eV.
+
+    ``R`` is [n_atoms, 3] in Angstrom; ``kwargs`` carries e.g. ``neighbor=`` for periodic
+    systems. Forces are ``-jax.grad(energy_fn, argnums=1)``.
+    """
+
+    def __call__(self, params: Params, R: Array, **kwargs: Any) -> Array: ...
+
+
+#: A progress callback: ``callback(done, total, info_dict)``. Library loops call it; the CLI
+#: turns it into a progress bar.
+ProgressFn = Callable[[int, int, dict], None]

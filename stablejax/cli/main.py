@@ -1,0 +1,61 @@
+"""``python -m stablejax COMMAND ...``: data, pretrain, simulate, train, evaluate, report."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+# command -> module under stablejax.cli with a ``main(argv) -> int``
+COMMANDS = {
+    "data": "data",
+    "pretrain": "pretrain",
+    "simulate": "simulate",
+    "train": "train",
+    "evaluate": "evaluate",
+    "report": "report",
+}
+
+USAGE = """usage: python -m stablejax COMMAND [options]
+
+commands:
+  data generate SYSTEM   generate GFN2-xTB reference data (aspirin, ac-ala3-nhme)
+  data info PATH         summarise a data set directory or a frames file
+  pretrain               fit a potential to QM energies and forces
+  simulate               batched replica MD with stability detection
+  train                  StABlE training (simulation + Boltzmann-estimator learning)
+  evaluate               long evaluation simulations and metrics
+  report RUN_DIR         Markdown report with plots
+
+Run `python -m stablejax COMMAND --help` for a command's options.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd = argv[0]
+    if cmd not in COMMANDS:
+        print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(f"stablejax.cli.{COMMANDS[cmd]}")
+    except ModuleNotFoundError as e:
+        if e.name == f"stablejax.cli.{COMMANDS[cmd]}":
+            print(f"command {cmd!r} is not available yet in this version", file=sys.stderr)
+            return 2
+        raise
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept on disk; run the same command to resume",
+              file=sys.stderr)
+        return 130
