@@ -2,6 +2,36 @@
 in JAX and JAX-MD.
 
 Units everywhere: eV, Angstrom, fs, K, amu (kT in eV).
+
+Entry points (imported on first use, so ``import stablejax`` stays light):
+
+* ``stablejax.train(state, cfg)`` with ``stablejax.TrainState.create(...)`` /
+  ``stablejax.TrainConfig``: StABlE training.
+* ``stablejax.pretrain(state, cfg, train, val)`` with ``stablejax.PretrainState.create(...)``:
+  QM energy/force pre-training.
+* ``stablejax.data``, ``stablejax.models``, ``stablejax.simulate``, ``stablejax.observables``,
+  ``stablejax.stability``, ``stablejax.estimator``, ``stablejax.io``: the building blocks.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "pretrain": "stablejax.train.pretrain",
+    "PretrainState": "stablejax.train.pretrain",
+    "PretrainConfig": "stablejax.train.pretrain",
+    "TrainState": "stablejax.train.stable",
+    "TrainConfig": "stablejax.train.stable_config",
+    "make_problem": "stablejax.train.problem",
+}
+_SUBMODULES = {"data", "io", "models", "simulate", "observables", "stability", "estimator",
+               "train", "evaluate", "units"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"stablejax.{name}")
+    raise AttributeError(f"module 'stablejax' has no attribute {name!r}")

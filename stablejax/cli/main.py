@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 # command -> module under stablejax.cli with a ``main(argv) -> int``
 COMMANDS = {
@@ -32,10 +33,19 @@ Run `python -m stablejax COMMAND --help` for a command's options.
 """
 
 
+def configure_logging() -> None:
+    """INFO for stablejax, WARNING for the chatty libraries (orbax logs through absl)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stablejax").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    # jax_md.simulate.kinetic_energy asks for float64 internally; harmless in float32 runs.
+    warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

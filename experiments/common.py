@@ -1,0 +1,151 @@
+"""The experiment pipeline shared by the systems: data -> QM pre-training -> evaluation of the
+pre-trained model -> StABlE training -> evaluation of the StABlE model -> report.
+
+Every stage writes its result under the run directory and is skipped when the result is there,
+so an interrupted run continues where it stopped (the pre-training and StABlE stages also resume
+mid-way from their orbax checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import tyro  # noqa: E402
+
+from stablejax.cli.main import configure_logging  # noqa: E402
+from stablejax.cli.progress import ProgressBar  # noqa: E402
+
+Scale = Literal["demo", "cpu", "paper"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    scale: Scale = "demo"
+    """Size preset (method.md §7): demo ~10 min, cpu <= 100 min on 2 cores, paper for GPUs."""
+    run_dir: Path | None = None
+    """Output directory (default: runs/<experiment>-<scale> under the current directory)."""
+    data_dir: Path | None = None
+    """Data cache root (default: $STABLEJAX_DATA, else the user cache directory)."""
+    workers: int | None = None
+    """Processes for GFN2-xTB data generation (default: all cores)."""
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """All settings of one experiment at one scale."""
+
+    system: str
+    model: str
+    pretrain: object  # PretrainConfig
+    model_overrides: dict
+    train: object  # TrainConfig
+    evaluation: object  # EvalConfig
+    notes: tuple[str, ...] = ()
+
+
+def _stage(name: str):
+    logging.getLogger("stablejax.experiments").info("stage: %s", name)
+    return time.perf_counter()
+
+
+def run(plan: Plan, args: Args, experiment: str) -> Path:
+    """Run (or resume) every stage; returns the report path."""
+    configure_logging()
+    from stablejax.data import generate_dataset, load_dataset, scale_config
+    from stablejax.evaluate import evaluate_model
+    from stablejax.evaluate.report import save_eval, write_report
+    from stablejax.train.pipeline import load_model_dir, pretrain_on_dataset, stable_on_dataset
+
+    run_dir = args.run_dir or Path("runs") / f"{experiment}-{args.scale}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings_path = run_dir / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+
+    def done(stage: str, t0: float) -> None:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        timings_path.write_text(json.dumps(timings, indent=1))
+
+    t = _stage("data")
+    data_cfg = scale_config(plan.system, args.scale, seed=args.seed)
+    with ProgressBar(f"[1/6 data] {plan.system} GFN2-xTB MD", unit="chunk") as bar:
+        data_path = generate_dataset(data_cfg, args.data_dir, n_workers=args.workers,
+                                     progress=bar)
+    dataset = load_dataset(data_path)
+    done("data", t)
+    (run_dir / "experiment.json").write_text(json.dumps({
+        "experiment": experiment, "scale": args.scale, "system": plan.system,
+        "model": plan.model, "data set": str(data_path),
+        "frames train/val/test/reference": f"{dataset.train.n_frames}/{dataset.val.n_frames}/"
+                                           f"{dataset.test.n_frames}/{dataset.reference.n_frames}",
+        "StABlE replicas x epoch": f"{plan.train.n_replicas} x "
+                                   f"{plan.train.steps_per_epoch * plan.train.dt_fs / 1000} ps",
+        "StABlE max epochs": plan.train.n_epochs,
+        "estimator scaling": plan.train.scaling,
+        "evaluation": f"{plan.evaluation.n_replicas} replicas x {plan.evaluation.time_ps} ps, "
+                      f"{plan.evaluation.integrator}",
+        **({"notes": " ".join(plan.notes)} if plan.notes else {}),
+    }, indent=1))
+
+    t = _stage("pretrain")
+    pre_dir = run_dir / "pretrain"
+    with ProgressBar(f"[2/6 pretrain] {plan.model}", unit="epoch",
+                     postfix_keys=("val_force_mae_mev_per_angstrom",)) as bar:
+        pre = pretrain_on_dataset(dataset, plan.model, plan.pretrain, pre_dir,
+                                  model_overrides=plan.model_overrides, progress=bar)
+    done("pretrain", t)
+    _, model, params = load_model_dir(pre_dir)
+
+    def evaluate(name: str, params, label: str) -> None:
+        if (run_dir / name / "summary.json").exists():
+            return
+        t = _stage(name)
+        with ProgressBar(f"{label} MD", unit="step",
+                         postfix_keys=("simulated_ps", "n_unstable")) as bar:
+            res = evaluate_model(model, params, dataset, plan.evaluation, progress=bar)
+        save_eval(run_dir / name, res.summary, res.arrays)
+        done(name, t)
+
+    evaluate("eval_pretrained", params, "[3/6 evaluate pre-trained]")
+
+    t = _stage("stable")
+    stable_dir = run_dir / "stable_model"
+    stable_dir.mkdir(exist_ok=True)
+    shutil.copy(pre_dir / "model.json", stable_dir / "model.json")
+    (stable_dir / "results.json").write_text(json.dumps({"data": str(data_path)}))
+    with ProgressBar("[4/6 StABlE] epochs", unit="epoch",
+                     postfix_keys=("phase", "unstable_fraction")) as bar:
+        def progress(d, tot, info):
+            if info.get("stage") != "simulate":
+                bar(d, tot, info)
+
+        stable_on_dataset(dataset, model, params, plan.train, stable_dir, progress=progress)
+    done("stable", t)
+    _, _, stable_params = load_model_dir(stable_dir)
+
+    evaluate("eval_stable", stable_params, "[5/6 evaluate StABlE]")
+    _stage("report")
+    report = write_report(run_dir, f"{experiment} ({args.scale} scale)")
+    summary = {name: json.loads((run_dir / name / "summary.json").read_text())
+               for name in ("eval_pretrained", "eval_stable")}
+    summary["pretrain"] = {k: pre[k] for k in ("test_energy_mae_mev",
+                                               "test_force_mae_mev_per_angstrom", "epochs")}
+    summary["timings_s"] = timings
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return report
+
+
+def main(make_plan, experiment: str, argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv)
+    report = run(make_plan(args.scale, args.seed), args, experiment)
+    print(f"report: {report.resolve()}")
+    return 0

@@ -1,0 +1,85 @@
+"""``python -m stablejax train --pretrained RUN_DIR [--config cfg.json] [--cfg.FIELD value ...]``"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import tyro
+
+from stablejax.cli.progress import ProgressBar
+from stablejax.train.stable_config import TrainConfig
+
+PRESETS = {"aspirin": TrainConfig.aspirin, "ac-ala3-nhme": TrainConfig.ac_ala3_nhme}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainArgs:
+    """StABlE training of a pre-trained potential (resumable from --run-dir)."""
+
+    pretrained: Path = Path("runs/pretrain")
+    """Pre-training run directory (model.json + best/)."""
+    data: Path | None = None
+    """Data set directory (default: the one the model was pre-trained on)."""
+    run_dir: Path | None = None
+    """Output directory (default: <pretrained>-stable)."""
+    cfg: TrainConfig = TrainConfig()
+    """StABlE settings (defaults: --preset, then --config, then these flags)."""
+
+
+def load_config(path: Path | None, preset: str) -> TrainConfig:
+    """A preset's TrainConfig updated with the fields of a JSON file."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    over = {}
+    if path is not None:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: config file not found")
+        over = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(over) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown TrainConfig field(s) {unknown}")
+        if isinstance(over.get("qm_loss"), dict):
+            from stablejax.train.losses import QMLossConfig
+
+            over["qm_loss"] = QMLossConfig(**over["qm_loss"])
+    return PRESETS[preset](**over)
+
+
+def main(argv: list[str]) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=None)
+    pre.add_argument("--preset", default="aspirin")
+    known, rest = pre.parse_known_args(argv)
+    cfg = load_config(known.config, known.preset)
+    args = tyro.cli(TrainArgs, args=rest, default=TrainArgs(cfg=cfg), prog="stablejax train",
+                    description="StABlE training. Extra flags: --config FILE.json (TrainConfig "
+                    "fields), --preset {aspirin,ac-ala3-nhme}.")
+    from stablejax.data import load_dataset
+    from stablejax.train.pipeline import load_model_dir, stable_on_dataset
+
+    spec, model, params = load_model_dir(args.pretrained)
+    data = args.data
+    if data is None:
+        res = args.pretrained / "results.json"
+        if not res.exists():
+            raise ValueError(f"{args.pretrained}: no results.json; pass --data DATA_SET_DIR")
+        data = Path(json.loads(res.read_text())["data"])
+    dataset = load_dataset(data)
+    run_dir = args.run_dir or args.pretrained.with_name(args.pretrained.name + "-stable")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(args.pretrained / "model.json", run_dir / "model.json")
+    with ProgressBar("[StABlE] epochs", unit="epoch",
+                     postfix_keys=("phase", "unstable_fraction", "learning_rate")) as bar:
+        def progress(done, total, info):
+            if info.get("stage") != "simulate":
+                bar(done, total, info)
+
+        summary = stable_on_dataset(dataset, model, params, args.cfg, run_dir, progress=progress)
+    print(json.dumps(summary, indent=1))
+    print(f"run directory: {run_dir}")
+    return 0

@@ -1,0 +1,168 @@
+"""Markdown report with PNG plots of an experiment run directory.
+
+Expected layout (written by the experiments; missing parts are skipped):
+
+  RUN_DIR/pretrain/results.json          QM pre-training results
+  RUN_DIR/eval_pretrained/summary.json   evaluation of the pre-trained model (+ arrays.npz)
+  RUN_DIR/stable_model/stable/metrics.jsonl  StABlE training history (or RUN_DIR/stable/...)
+  RUN_DIR/eval_stable/summary.json       evaluation of the StABlE model (+ arrays.npz)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+MODELS = (("eval_pretrained", "pre-trained"), ("eval_stable", "StABlE"))
+
+
+def save_eval(directory: Path, summary: dict, arrays: dict) -> None:
+    """Write an evaluation's ``summary.json`` and ``arrays.npz`` (atomically enough: summary
+    last, so a present summary means complete arrays)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+    (directory / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def _load(run_dir: Path, name: str):
+    d = run_dir / name
+    if not (d / "summary.json").exists():
+        return None, None
+    summary = json.loads((d / "summary.json").read_text())
+    arrays = dict(np.load(d / "arrays.npz")) if (d / "arrays.npz").exists() else {}
+    return summary, arrays
+
+
+def _fmt(x, nd=2):
+    if x is None:
+        return "n/a"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_fmt(v, nd) for v in x) + "]"
+    return f"{x:.{nd}f}"
+
+
+def write_report(run_dir: str | Path, title: str | None = None) -> Path:
+    """Write ``RUN_DIR/report.md`` and its plots; returns the report path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: not a run directory")
+    evals = {label: _load(run_dir, name) for name, label in MODELS}
+    evals = {k: v for k, v in evals.items() if v[0] is not None}
+    lines = [f"# {title or run_dir.name}", ""]
+    info_path = run_dir / "experiment.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        lines += ["Reference data: GFN2-xTB (tblite), made offline by stablejax; not the paper's "
+                  "DFT data. Compare the two models on this data only.", "",
+                  "| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in info.items()]
+        lines.append("")
+    pre = run_dir / "pretrain" / "results.json"
+    if pre.exists():
+        r = json.loads(pre.read_text())
+        lines += [f"QM pre-training: {r['model']} on {r['n_train']} frames, {r['epochs']} epochs "
+                  f"({r['train_wall_s']:.0f} s), best epoch {r['best_epoch']}.", ""]
+    if evals:
+        lines += ["## Results", "",
+                  "| model | stability time, median (ps) [95% CI] | mean (ps) | stable whole "
+                  "window | h(r) MAE [95% CI] | bond-length dist. MAE | force MAE (meV/Å) | "
+                  "energy MAE (meV) |", "|---|---|---|---|---|---|---|---|"]
+        for label, (s, _) in evals.items():
+            lines.append(
+                f"| {label} | {_fmt(s['stability_time_ps_median'])} "
+                f"{_fmt(s['stability_time_ps_median_ci95'])} | {_fmt(s['stability_time_ps_mean'])}"
+                f" | {100 * s['fraction_stable_whole_window']:.0f}% | {_fmt(s['hr_mae'], 3)} "
+                f"{_fmt(s['hr_mae_ci95'], 3)} | {_fmt(s['bond_length_distribution_mae'], 4)} | "
+                f"{_fmt(s['test_force_mae_mev_per_angstrom'], 1)} | "
+                f"{_fmt(s['test_energy_mae_mev'], 1)} |")
+        any_s = next(iter(evals.values()))[0]
+        lines += ["", f"Evaluation: {any_s['n_replicas']} replicas, {any_s['integrator']} at "
+                  f"{any_s['temperature_k']:.0f} K, window {any_s['window_ps']:.1f} ps, unstable "
+                  f"when a bond deviates > {any_s['tolerance_angstrom']} Å from its mean; "
+                  "stability time = time to first failure (censored at the window); h(r) MAE = "
+                  "10 x mean |h - h_ref| over stable frames (MDsim convention).", ""]
+        _plot_evals(plt, run_dir, evals)
+        lines += ["![survival](survival.png)", "", "![h(r)](hr.png)", "",
+                  "![bond lengths](bonds.png)", ""]
+    hist = next((p for p in (run_dir / "stable_model" / "stable" / "metrics.jsonl",
+                             run_dir / "stable" / "metrics.jsonl") if p.exists()), None)
+    if hist is not None and hist.read_text().strip():
+        records = [json.loads(x) for x in hist.read_text().splitlines() if x.strip()]
+        _plot_history(plt, run_dir, records)
+        n_learn = sum(r["phase"] == "learning" for r in records)
+        lines += ["## StABlE training", "",
+                  f"{len(records)} epochs ({n_learn} learning), "
+                  f"{sum(r['seconds'] for r in records):.0f} s; cycles completed: "
+                  f"{max(r['cycle'] + ('end_of_cycle' in r) for r in records)}.", "",
+                  "![history](history.png)", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _plot_evals(plt, run_dir: Path, evals: dict) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, (s, a) in evals.items():
+        if "survival_t_ps" in a:
+            ax.step(a["survival_t_ps"], a["survival_fraction"], where="post", label=label)
+    ax.set(xlabel="simulated time (ps)", ylabel="fraction of replicas stable", ylim=(-0.02, 1.02),
+           title="Survival of replicas")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "survival.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    first = next(iter(evals.values()))[1]
+    if "h_ref" in first:
+        ax.plot(first["hr_centres"], first["h_ref"], "k", lw=2, label="reference (GFN2-xTB)")
+    for label, (s, a) in evals.items():
+        if "h_model" in a:
+            ax.plot(a["hr_centres"], a["h_model"], lw=1.2, label=label)
+    ax.set(xlabel="r (Å)", ylabel="h(r) (sum 100)", title="Interatomic distance distribution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "hr.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    if "bond_ref" in first:
+        ax.plot(first["bond_centres"], first["bond_ref"], "k", lw=2, label="reference")
+    for label, (s, a) in evals.items():
+        if "bond_model" in a:
+            ax.plot(a["bond_centres"], a["bond_model"], lw=1.2, label=label)
+    ax.set(xlabel="bond length (Å)", ylabel="density (sum 100)", xlim=(0.8, 1.8),
+           title="Bond-length distribution (stable frames)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "bonds.png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_history(plt, run_dir: Path, records: list[dict]) -> None:
+    ep = np.array([r["epoch"] for r in records])
+    learn = np.array([r["phase"] == "learning" for r in records])
+    fig, axes = plt.subplots(4, 1, figsize=(7, 8), sharex=True)
+    series = [("unstable_fraction", "unstable fraction"),
+              ("obs_loss", "h(r) loss (learning)"),
+              ("qm_loss", "QM loss (learning)"),
+              ("learning_rate", "learning rate")]
+    for ax, (key, label) in zip(axes, series):
+        y = np.array([np.nan if r.get(key) is None else r.get(key, np.nan) for r in records],
+                     float)
+        ax.plot(ep, y, "o-", ms=3)
+        ax.set_ylabel(label)
+        for e in ep[learn]:
+            ax.axvspan(e - 0.5, e + 0.5, color="orange", alpha=0.15, lw=0)
+    axes[0].set_title("StABlE training (shaded: learning epochs)")
+    axes[-1].set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(run_dir / "history.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""Frozen, validated model configurations (one per architecture).
+
+Defaults are the paper's hyperparameters (method.md section 4): SchNet as in
+``configs/pretraining/md17/schnet.yml`` and NequIP as in the Ac-Ala3-NHMe checkpoint config
+(NequIP 0.5.4). Every field is checked in ``__post_init__`` so that a bad value fails in Python,
+before anything is traced, with a message naming the field and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any
+
+import e3nn_jax as e3nn
+
+_PARAM_DTYPES = ("float32", "float64")
+
+
+def _check_positive(cls: str, name: str, value: Any, *, integer: bool) -> None:
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{cls}.{name} must be {what}, got {value!r}")
+
+
+def _check_species(cls: str, species: tuple[int, ...] | None) -> None:
+    if species is None:
+        return
+    if not isinstance(species, tuple) or not species:
+        raise ValueError(f"{cls}.species must be None or a non-empty tuple of atomic numbers, "
+                         f"got {species!r}")
+    bad = [z for z in species
+           if isinstance(z, bool) or not isinstance(z, numbers.Integral) or not 1 <= z <= 118]
+    if bad:
+        raise ValueError(f"{cls}.species must hold atomic numbers 1..118, got {bad}")
+    if len(set(species)) != len(species):
+        raise ValueError(f"{cls}.species has duplicates: {species}")
+
+
+def _check_dtype(cls: str, param_dtype: str) -> None:
+    if param_dtype not in _PARAM_DTYPES:
+        raise ValueError(f"{cls}.param_dtype must be one of {_PARAM_DTYPES}, got {param_dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SchNetConfig:
+    """SchNet (Schuett et al. 2018) hyperparameters; defaults follow the StABlE aspirin model.
+
+    Attributes:
+      cutoff_angstrom: interaction cutoff (cosine cutoff and edge mask), Angstrom.
+      hidden_features: atom feature width.
+      n_filters: continuous-filter width.
+      n_interactions: number of interaction blocks.
+      n_gaussians: Gaussians of the radial basis, centred on linspace(0, cutoff).
+      species: atomic numbers the model knows (the embedding rows), sorted as given. ``None``
+        means "the species of the system the model is built for".
+      param_dtype: dtype of the parameters; computation follows the dtype of the positions.
+    """
+
+    cutoff_angstrom: float = 5.0
+    hidden_features: int = 64
+    n_filters: int = 64
+    n_interactions: int = 6
+    n_gaussians: int = 25
+    species: tuple[int, ...] | None = None
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        name = type(self).__name__
+        _check_positive(name, "cutoff_angstrom", self.cutoff_angstrom, integer=False)
+        for field in ("hidden_features", "n_filters", "n_interactions"):
+            _check_positive(name, field, getattr(self, field), integer=True)
+        _check_positive(name, "n_gaussians", self.n_gaussians, integer=True)
+        if self.n_gaussians < 2:
+            raise ValueError(f"{name}.n_gaussians must be >= 2 (the width is the centre spacing), "
+                             f"got {self.n_gaussians}")
+        if self.hidden_features < 2:
+            raise ValueError(f"{name}.hidden_features must be >= 2 (the readout halves it), "
+                             f"got {self.hidden_features}")
+        _check_species(name, self.species)
+        _check_dtype(name, self.param_dtype)
+
+    @property
+    def cutoff(self) -> float:
+        """Interaction cutoff in Angstrom (common name for both configs)."""
+        return float(self.cutoff_angstrom)
+
+
+@dataclasses.dataclass(frozen=True)
+class NequIPConfig:
+    """NequIP (Batzner et al. 2022) hyperparameters; defaults follow the StABlE Ac-Ala3-NHMe model.
+
+    Attributes:
+      r_max_angstrom: radial cutoff, Angstrom.
+      n_layers: number of interaction (convolution + gate) layers.
+      l_max: maximal degree of the edge spherical harmonics.
+      parity: use O(3) (True: spherical harmonics 0e+1o+...) instead of SO(3) irreps.
+      hidden_irreps: node feature irreps, e.g. ``"32x0e+32x1e+32x0o+32x1o"``; must hold ``0e``.
+      n_bessel: number of (trainable-frequency) Bessel radial functions.
+      poly_p: exponent p of the polynomial cutoff envelope.
+      radial_hidden: width of each hidden layer of the radial MLP.
+      radial_layers: number of hidden layers of the radial MLP.
+      species: atomic numbers the model knows; ``None`` = those of the system.
+      param_dtype: dtype of the parameters; computation follows the dtype of the positions.
+    """
+
+    r_max_angstrom: float = 5.0
+    n_layers: int = 3
+    l_max: int = 1
+    parity: bool = True
+    hidden_irreps: str = "32x0e+32x1e+32x0o+32x1o"
+    n_bessel: int = 8
+    poly_p: int = 6
+    radial_hidden: int = 64
+    radial_layers: int = 2
+    species: tuple[int, ...] | None = None
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        name = type(self).__name__
+        _check_positive(name, "r_max_angstrom", self.r_max_angstrom, integer=False)
+        for field in ("n_layers", "n_bessel", "poly_p", "radial_hidden", "radial_layers"):
+            _check_positive(name, field, getattr(self, field), integer=True)
+        if (isinstance(self.l_max, bool) or not isinstance(self.l_max, numbers.Integral)
+                or self.l_max < 1):
+            raise ValueError(f"{name}.l_max must be an integer >= 1, got {self.l_max!r}")
+        if not isinstance(self.parity, bool):
+            raise ValueError(f"{name}.parity must be a bool, got {self.parity!r}")
+        try:
+            irreps = e3nn.Irreps(self.hidden_irreps)
+        except Exception as err:  # e3nn raises ValueError/AssertionError on bad strings
+            raise ValueError(f"{name}.hidden_irreps is not a valid irreps string, "
+                             f"got {self.hidden_irreps!r} ({err})") from None
+        mul_0e = sum(mul for mul, ir in irreps if ir == e3nn.Irrep("0e"))
+        if mul_0e < 2:
+            raise ValueError(f"{name}.hidden_irreps must contain at least 2x0e (the readout "
+                             f"uses the even scalars), got {self.hidden_irreps!r}")
+        _check_species(name, self.species)
+        _check_dtype(name, self.param_dtype)
+
+    @property
+    def cutoff(self) -> float:
+        """Interaction cutoff in Angstrom (common name for both configs)."""
+        return float(self.r_max_angstrom)
+
+
+ModelConfig = SchNetConfig | NequIPConfig

@@ -1,0 +1,103 @@
+"""A JSON-serialisable description of a model, so checkpoints can rebuild their energy function."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stablejax.data.frames import Frames
+from stablejax.models import (
+    Model,
+    NequIPConfig,
+    SchNetConfig,
+    average_num_neighbors,
+    energy_statistics,
+    make_model,
+)
+
+_CONFIGS = {"schnet": SchNetConfig, "nequip": NequIPConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a :class:`stablejax.models.Model`.
+
+    Attributes:
+      kind: 'schnet' or 'nequip'.
+      config: the architecture config's fields.
+      atomic_numbers: the system's atoms, in position order.
+      energy_shift: {Z: eV} per-atom shift; energy_scale: eV (from the training data).
+      avg_num_neighbors: NequIP's neighbour normalisation (from the training data).
+      box: periodic box (JAX-MD convention) or None for a free molecule.
+    """
+
+    kind: str
+    config: dict
+    atomic_numbers: tuple[int, ...]
+    energy_shift: dict
+    energy_scale: float
+    avg_num_neighbors: float | None = None
+    box: Any = None
+
+    def __post_init__(self):
+        if self.kind not in _CONFIGS:
+            raise ValueError(f"ModelSpec.kind must be one of {sorted(_CONFIGS)}, got {self.kind!r}")
+
+    @property
+    def model_config(self):
+        cfg = dict(self.config)
+        if cfg.get("species") is not None:
+            cfg["species"] = tuple(cfg["species"])
+        return _CONFIGS[self.kind](**cfg)
+
+    def build(self) -> Model:
+        return make_model(self.model_config, np.asarray(self.atomic_numbers), box=self.box,
+                          energy_shift={int(k): v for k, v in self.energy_shift.items()},
+                          energy_scale=self.energy_scale,
+                          avg_num_neighbors=self.avg_num_neighbors)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["energy_shift"] = {str(k): float(v) for k, v in self.energy_shift.items()}
+        d["atomic_numbers"] = [int(z) for z in self.atomic_numbers]
+        d["box"] = None if self.box is None else np.asarray(self.box).tolist()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelSpec":
+        return cls(kind=d["kind"], config=dict(d["config"]),
+                   atomic_numbers=tuple(d["atomic_numbers"]),
+                   energy_shift={int(k): float(v) for k, v in d["energy_shift"].items()},
+                   energy_scale=float(d["energy_scale"]),
+                   avg_num_neighbors=d.get("avg_num_neighbors"), box=d.get("box"))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelSpec":
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def spec_from_data(kind: str, train: Frames, config: SchNetConfig | NequIPConfig | None = None,
+                   **config_overrides) -> ModelSpec:
+    """A :class:`ModelSpec` whose normalisation (energy shift/scale, NequIP's average neighbour
+    count) is computed from the training frames."""
+    if kind not in _CONFIGS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {sorted(_CONFIGS)}")
+    cfg = config or _CONFIGS[kind](**config_overrides)
+    stats = energy_statistics(train)
+    avg = None
+    if kind == "nequip":
+        avg = average_num_neighbors(train, cfg.r_max_angstrom)
+    box = None
+    if any(train.pbc):
+        box = np.asarray(train.cell if train.cell.ndim == 2 else train.cell[0]).T
+    return ModelSpec(kind=kind, config=dataclasses.asdict(cfg),
+                     atomic_numbers=tuple(int(z) for z in train.atomic_numbers),
+                     energy_shift=stats.shift, energy_scale=stats.scale,
+                     avg_num_neighbors=avg, box=box)

@@ -1,0 +1,377 @@
+"""Quantum energy/force pre-training: ``stablejax.pretrain(state, cfg, train, val)``.
+
+One jit-compiled epoch (``lax.scan`` over shuffled, padded batches) per call; Adam with a linear
+warm-up and reduce-on-plateau on the validation loss; optional EMA of the parameters; early
+stopping on the validation loss; best-model selection; an orbax checkpoint every epoch and a
+JSONL metrics log, so a killed run resumed from its run directory continues exactly where it
+stopped (the batch order of every epoch is a function of the seed and the epoch number).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from stablejax._types import Array, Params, ProgressFn
+from stablejax.data.frames import Frames
+from stablejax.io.checkpoint import latest_step, restore_checkpoint, save_checkpoint
+from stablejax.models import Model
+from stablejax.train.losses import (
+    Batch,
+    LossScales,
+    QMLossConfig,
+    loss_scales,
+    make_batches,
+    predict,
+    qm_loss,
+    stack_batches,
+)
+from stablejax.train.plateau import PlateauState, plateau_update
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training hyperparameters (defaults: the paper's SchNet/MD17 recipe, method.md §4).
+
+    Attributes:
+      loss: energy/force weights (see :class:`QMLossConfig`).
+      learning_rate: Adam base learning rate.
+      batch_size: frames per step.
+      max_epochs: epoch limit.
+      warmup_steps: linear warm-up from ``warmup_factor * lr`` to ``lr`` over this many steps.
+      warmup_factor: initial learning-rate factor of the warm-up.
+      plateau_factor, plateau_patience: reduce-on-plateau on the validation loss (per epoch).
+      min_learning_rate: floor of the plateau reductions.
+      early_stopping_patience: stop after this many epochs without a better validation loss
+        (None: never).
+      ema_decay: exponential moving average of the parameters used for validation and the
+        best model (None: off; NequIP uses 0.99).
+      time_budget_s: stop after this much training wall time, summed over resumed runs.
+      grad_clip_norm: clip the global gradient norm (None: off).
+      seed: parameter initialisation and batch order.
+      eval_batch_size: frames per evaluation batch.
+      dtype: 'float32' or 'float64' computation.
+    """
+
+    loss: QMLossConfig = QMLossConfig()
+    learning_rate: float = 1e-3
+    batch_size: int = 100
+    max_epochs: int = 10_000
+    warmup_steps: int = 5000
+    warmup_factor: float = 0.2
+    plateau_factor: float = 0.8
+    plateau_patience: int = 5
+    min_learning_rate: float = 1e-6
+    early_stopping_patience: int | None = 50
+    ema_decay: float | None = None
+    time_budget_s: float | None = None
+    grad_clip_norm: float | None = None
+    seed: int = 0
+    eval_batch_size: int = 128
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        def bad(field, cond):
+            if cond:
+                raise ValueError(f"PretrainConfig.{field} invalid, got {getattr(self, field)!r}")
+
+        bad("learning_rate", not self.learning_rate > 0)
+        bad("batch_size", self.batch_size < 1)
+        bad("max_epochs", self.max_epochs < 1)
+        bad("warmup_steps", self.warmup_steps < 0)
+        bad("warmup_factor", not 0 < self.warmup_factor <= 1)
+        bad("plateau_factor", not 0 < self.plateau_factor < 1)
+        bad("min_learning_rate", not 0 <= self.min_learning_rate <= self.learning_rate)
+        bad("ema_decay", self.ema_decay is not None and not 0 < self.ema_decay < 1)
+        bad("dtype", self.dtype not in ("float32", "float64"))
+        bad("time_budget_s", self.time_budget_s is not None and not self.time_budget_s > 0)
+
+    @classmethod
+    def schnet(cls, **overrides) -> "PretrainConfig":
+        """SchNet on MD17 (method.md §4): Adam 1e-3, batch 100, 5000 warm-up steps (x0.2),
+        plateau 0.8 / 5, energy/force weights 0.05 / 0.95."""
+        return cls(**overrides)
+
+    @classmethod
+    def nequip(cls, **overrides) -> "PretrainConfig":
+        """NequIP on MD22 (method.md §4): Adam 5e-3, batch 5, per-atom energy 1 / forces 1000,
+        plateau 0.8 / 5, EMA 0.99, early stopping patience 50, no warm-up."""
+        base = dict(loss=QMLossConfig(1.0, 1000.0, per_atom_energy=True), learning_rate=5e-3,
+                    batch_size=5, max_epochs=2000, warmup_steps=0, ema_decay=0.99)
+        return cls(**{**base, **overrides})
+
+
+@struct.dataclass
+class PretrainState:
+    """Everything that evolves during pre-training (a pytree; ``model`` is static).
+
+    Create with :meth:`PretrainState.create`.
+    """
+
+    params: Params  # model parameters
+    opt_state: optax.OptState  # Adam moments
+    ema_params: Params  # EMA of params (== params when EMA is off)
+    best_params: Params  # parameters with the best validation loss so far
+    step: Array  # () i32, optimizer steps taken
+    epoch: Array  # () i32, epochs completed
+    plateau: PlateauState  # reduce-on-plateau state (learning-rate scale)
+    best_val_loss: Array  # () f32
+    best_epoch: Array  # () i32
+    elapsed_s: Array  # () f64-ish f32, training wall time so far, s
+    key: Array  # [2] u32 PRNG key (raw, checkpointable)
+    model: Model = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, model: Model, key: Array, example_positions: np.ndarray,
+               cfg: PretrainConfig) -> "PretrainState":
+        """Initialise parameters with ``model.init(key, example_positions)``.
+
+        Args:
+          model: a :class:`stablejax.models.Model`.
+          key: PRNG key (``jax.random.PRNGKey(seed)``).
+          example_positions: [n_atoms, 3] Angstrom, e.g. the first training frame.
+          cfg: the pre-training config.
+        """
+        k_init, k_run = jax.random.split(key)
+        R0 = jnp.asarray(example_positions, jnp.dtype(cfg.dtype))
+        params = model.init(k_init, R0)
+        tx = _optimizer(cfg)
+        return cls(params=params, opt_state=tx.init(params), ema_params=params,
+                   best_params=params, step=jnp.asarray(0, jnp.int32),
+                   epoch=jnp.asarray(0, jnp.int32), plateau=PlateauState.create(),
+                   best_val_loss=jnp.asarray(jnp.inf, jnp.float32),
+                   best_epoch=jnp.asarray(-1, jnp.int32),
+                   elapsed_s=jnp.asarray(0.0, jnp.float32), key=k_run, model=model)
+
+    @property
+    def eval_params(self) -> Params:
+        return self.ema_params
+
+
+def _optimizer(cfg: PretrainConfig) -> optax.GradientTransformation:
+    parts = [optax.clip_by_global_norm(cfg.grad_clip_norm)] if cfg.grad_clip_norm else []
+    return optax.chain(*parts, optax.scale_by_adam())
+
+
+def learning_rate(cfg: PretrainConfig, step: Array, plateau_scale: Array) -> Array:
+    """Base rate x linear warm-up(step) x plateau scale."""
+    if cfg.warmup_steps > 0:
+        frac = jnp.minimum(step / cfg.warmup_steps, 1.0)
+        warm = cfg.warmup_factor + (1 - cfg.warmup_factor) * frac
+    else:
+        warm = 1.0
+    return cfg.learning_rate * warm * plateau_scale
+
+
+def _make_epoch_fn(model: Model, cfg: PretrainConfig, scales: LossScales):
+    tx = _optimizer(cfg)
+    loss_fn = lambda p, b: qm_loss(p, b, energy_fn=model.energy_fn, cfg=cfg.loss,  # noqa: E731
+                                   scales=scales)
+
+    @jax.jit
+    def epoch_fn(params, opt_state, ema, step, lr_scale, batches: Batch):
+        def one(carry, batch):
+            params, opt_state, ema, step = carry
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            lr = learning_rate(cfg, step, lr_scale)
+            params = jax.tree.map(lambda p, u: p - (lr * u).astype(p.dtype), params, updates)
+            if cfg.ema_decay is not None:
+                d = cfg.ema_decay
+                ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+            else:
+                ema = params
+            finite = jnp.isfinite(loss)
+            return (params, opt_state, ema, step + 1), (loss, finite)
+
+        carry, (losses, finite) = jax.lax.scan(one, (params, opt_state, ema, step), batches)
+        return carry, jnp.mean(losses), jnp.all(finite)
+
+    @jax.jit
+    def eval_fn(params, batches: Batch):
+        def one(acc, batch):
+            loss, m = loss_fn(params, batch)
+            return jax.tree.map(jnp.add, acc, {**m, "loss_sum": loss * m["n_frames"]}), None
+
+        zero = {"energy_abs_sum_ev": 0.0, "force_abs_sum_ev_per_a": 0.0, "n_frames": 0.0,
+                "loss_sum": 0.0}
+        zero = jax.tree.map(lambda x: jnp.asarray(x, batches.energies.dtype), zero)
+        acc, _ = jax.lax.scan(one, zero, batches)
+        return acc
+
+    return epoch_fn, eval_fn
+
+
+def _summarise(acc: dict, n_atoms: int) -> dict:
+    n = float(acc["n_frames"])
+    return {"loss": float(acc["loss_sum"]) / n,
+            "energy_mae_mev": 1000 * float(acc["energy_abs_sum_ev"]) / n,
+            "force_mae_mev_per_angstrom": 1000 * float(acc["force_abs_sum_ev_per_a"])
+            / (n * n_atoms * 3)}
+
+
+def evaluate_qm(model: Model, params: Params, frames: Frames, *, batch_size: int = 128,
+                dtype: str = "float32") -> dict:
+    """Energy MAE (meV) and force MAE (meV/Angstrom, per component) of ``params`` on ``frames``."""
+    if not frames.has_labels:
+        raise ValueError("evaluate_qm needs frames with energy and force labels")
+    batches = stack_batches(make_batches(frames, batch_size, dtype=jnp.dtype(dtype)))
+
+    @jax.jit
+    def run(params, batches):
+        def one(acc, b):
+            e, f = predict(model.energy_fn, params, b.positions)
+            acc = acc + jnp.stack([jnp.sum(b.weight * jnp.abs(e - b.energies)),
+                                   jnp.sum(b.weight[:, None, None] * jnp.abs(f - b.forces))])
+            return acc, None
+
+        return jax.lax.scan(one, jnp.zeros(2, batches.energies.dtype), batches)[0]
+
+    sums = np.asarray(run(params, batches))
+    n = frames.n_frames
+    return {"energy_mae_mev": 1000 * sums[0] / n,
+            "force_mae_mev_per_angstrom": 1000 * sums[1] / (n * frames.n_atoms * 3),
+            "n_frames": n}
+
+
+def pretrain(
+    state: PretrainState,
+    cfg: PretrainConfig,
+    train: Frames,
+    val: Frames,
+    *,
+    run_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> PretrainState:
+    """Fit ``state.model`` to the energies and forces of ``train``; select on ``val``.
+
+    With ``run_dir``, an orbax checkpoint (``run_dir/checkpoints``) is written every epoch with
+    the metrics log ``run_dir/metrics.jsonl`` (one JSON record per epoch), and the best
+    parameters under ``run_dir/best``. If ``run_dir`` already holds a checkpoint, training
+    resumes from it and continues exactly as the uninterrupted run would have.
+
+    Returns:
+      The final state; ``state.best_params`` are the selected parameters.
+    """
+    for name, fr in (("train", train), ("val", val)):
+        if not fr.has_labels:
+            raise ValueError(f"pretrain: the {name} frames have no energy/force labels")
+        if not np.array_equal(fr.atomic_numbers, train.atomic_numbers):
+            raise ValueError(f"pretrain: the {name} frames are a different system than train")
+    dtype = jnp.dtype(cfg.dtype)
+    scales = loss_scales(train, cfg.loss)
+    epoch_fn, eval_fn = _make_epoch_fn(state.model, cfg, scales)
+    val_batches = stack_batches(make_batches(val, cfg.eval_batch_size, dtype=dtype))
+    run_dir = Path(run_dir) if run_dir is not None else None
+    log_path = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = run_dir / "metrics.jsonl"
+        if latest_step(run_dir / "checkpoints") is not None:
+            state = _restore(state, run_dir)
+            log.info("resumed pre-training from epoch %d", int(state.epoch))
+        _truncate_log(log_path, int(state.epoch))
+
+    while True:
+        epoch = int(state.epoch)
+        stop = _stop_reason(state, cfg)
+        if stop:
+            log.info("pre-training stops: %s", stop)
+            break
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch])  # batch order: function of seed and epoch
+        batches = stack_batches(make_batches(train, cfg.batch_size,
+                                             rng.permutation(train.n_frames), dtype))
+        (params, opt_state, ema, step), train_loss, finite = epoch_fn(
+            state.params, state.opt_state, state.ema_params, state.step, state.plateau.scale,
+            batches)
+        if not bool(finite):
+            raise FloatingPointError(
+                f"pre-training loss became non-finite in epoch {epoch}; lower the learning "
+                "rate (PretrainConfig.learning_rate) or check the data for outliers")
+        val_m = _summarise(eval_fn(ema, val_batches), val.n_atoms)
+        lr_now = float(learning_rate(cfg, step, state.plateau.scale))
+        plateau = plateau_update(state.plateau, val_m["loss"], factor=cfg.plateau_factor,
+                                 patience=cfg.plateau_patience,
+                                 min_scale=cfg.min_learning_rate / cfg.learning_rate)
+        better = val_m["loss"] < float(state.best_val_loss)
+        state = state.replace(
+            params=params, opt_state=opt_state, ema_params=ema, step=step,
+            epoch=jnp.asarray(epoch + 1, jnp.int32), plateau=plateau,
+            best_params=ema if better else state.best_params,
+            best_val_loss=jnp.asarray(val_m["loss"] if better else state.best_val_loss,
+                                      jnp.float32),
+            best_epoch=jnp.asarray(epoch if better else state.best_epoch, jnp.int32),
+            elapsed_s=jnp.asarray(float(state.elapsed_s) + time.perf_counter() - t0,
+                                  jnp.float32))
+        record = {"epoch": epoch, "step": int(step), "learning_rate": lr_now,
+                  "train_loss": float(train_loss), "val_loss": val_m["loss"],
+                  "val_energy_mae_mev": val_m["energy_mae_mev"],
+                  "val_force_mae_mev_per_angstrom": val_m["force_mae_mev_per_angstrom"],
+                  "best_epoch": int(state.best_epoch), "elapsed_s": float(state.elapsed_s)}
+        if run_dir is not None:
+            _save(state, run_dir, record, better)
+        if progress:
+            progress(epoch + 1, cfg.max_epochs, record)
+    return state
+
+
+def _stop_reason(state: PretrainState, cfg: PretrainConfig) -> str | None:
+    epoch = int(state.epoch)
+    if epoch >= cfg.max_epochs:
+        return f"max_epochs {cfg.max_epochs} reached"
+    if cfg.time_budget_s is not None and float(state.elapsed_s) >= cfg.time_budget_s:
+        return f"time budget {cfg.time_budget_s:.0f} s used"
+    patience = cfg.early_stopping_patience
+    if patience is not None and int(state.best_epoch) >= 0 and \
+            epoch - 1 - int(state.best_epoch) >= patience:
+        return f"early stopping: no better validation loss for {patience} epochs"
+    return None
+
+
+def _arrays(state: PretrainState):
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+            if f.name != "model"}
+
+
+def _save(state: PretrainState, run_dir: Path, record: dict, better: bool) -> None:
+    epoch = int(state.epoch)
+    save_checkpoint(run_dir / "checkpoints", epoch, _arrays(state), {"epoch": epoch},
+                    max_to_keep=2)
+    if better:
+        save_checkpoint(run_dir / "best", epoch, {"params": state.best_params},
+                        {"epoch": int(state.best_epoch), "val_loss": float(state.best_val_loss)},
+                        max_to_keep=1)
+    with open(run_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _restore(state: PretrainState, run_dir: Path) -> PretrainState:
+    arrays, _ = restore_checkpoint(run_dir / "checkpoints", like=_arrays(state))
+    return state.replace(**arrays)
+
+
+def _truncate_log(path: Path, n_epochs: int) -> None:
+    """Drop log records of epochs that the restored checkpoint does not contain."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip()
+            and json.loads(ln)["epoch"] < n_epochs]
+    path.write_text("".join(k + "\n" for k in keep))
+
+
+def load_best_params(run_dir: str | Path, like: Params) -> Params:
+    """The best parameters saved by :func:`pretrain` in ``run_dir/best``."""
+    out, _ = restore_checkpoint(Path(run_dir) / "best", like={"params": like})
+    return out["params"]

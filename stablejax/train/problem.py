@@ -1,0 +1,116 @@
+"""What StABlE training needs besides its evolving state: model, simulator, observable, target,
+QM training batches. Built once by :func:`make_problem`; static during training."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stablejax._types import Array
+from stablejax.data.frames import Frames
+from stablejax.data.systems import System
+from stablejax.models import Model
+from stablejax.observables.distances import distance_distribution, distance_distribution_target
+from stablejax.simulate import Simulator, make_simulator
+from stablejax.stability.criteria import bond_length_criterion
+from stablejax.train.losses import Batch, LossScales, loss_scales, make_batches, stack_batches
+from stablejax.train.stable_config import TrainConfig
+from stablejax.units import kT_ev
+
+
+class Problem(NamedTuple):
+    """Static ingredients of a StABlE run.
+
+    Attributes:
+      model: the potential (``model.energy_fn(params, R)``, eV).
+      simulator: batched replica simulator (training thermostat and bond criterion).
+      observable_fn: ``R [n_atoms, 3] -> h(r) [n_bins]``.
+      target: [n_bins] h(r) of the reference trajectory (same convention).
+      qm_batches: the QM training set as stacked padded batches ([n_batches, B, ...]), or None
+        when ``qm_weight`` is 0.
+      qm_scales: normalisation of the QM loss.
+      kT_ev: thermal energy, eV.
+      system: the molecule (bonds, reference bond lengths) that :func:`make_problem` built the
+        simulator and observable from; the training loop never reads it, so a hand-built
+        problem (e.g. a periodic fluid with its own criterion) may pass None.
+      initial_positions: [n_train, n_atoms, 3] training structures replicas start from.
+
+    A hand-built problem: the simulator's ``steps_per_chunk`` must divide
+    ``TrainConfig.steps_per_epoch``; ``qm_batches=None`` needs ``TrainConfig.qm_weight=0``
+    (``qm_scales`` is then unused).
+    """
+
+    model: Model
+    simulator: Simulator
+    observable_fn: Callable[[Array], Array]
+    target: np.ndarray
+    qm_batches: Batch | None
+    qm_scales: LossScales
+    kT_ev: float
+    system: System | None
+    initial_positions: np.ndarray
+
+
+def make_simulator_for(model: Model, system: System, cfg: Any, *, integrator: str,
+                       tolerance_angstrom: float, n_dump: int, frames_per_chunk: int,
+                       gamma_per_ps: float = 0.1) -> Simulator:
+    """A replica simulator of a free molecule with the bond-length stability criterion."""
+    criterion = bond_length_criterion(system.bonds, system.reference_bond_lengths,
+                                      threshold_angstrom=tolerance_angstrom)
+    return make_simulator(model.energy_fn, masses=system.masses_amu, dt_fs=cfg.dt_fs,
+                          n_dump=n_dump, integrator=integrator, temperature_k=cfg.temperature_k,
+                          criterion=criterion, frames_per_chunk=frames_per_chunk,
+                          nh_tau_steps=getattr(cfg, "nh_tau_steps", 20.0),
+                          gamma_per_ps=gamma_per_ps)
+
+
+def make_problem(model: Model, system: System, train: Frames, reference_positions: np.ndarray,
+                 cfg: TrainConfig, *, dtype=jnp.float32) -> Problem:
+    """Build the :class:`Problem` of a molecule.
+
+    Args:
+      model: the potential to train.
+      system: bonds and reference bond lengths (``Dataset.system``).
+      train: labelled QM training frames (energy/force gradient, initial replica structures).
+      reference_positions: [n_frames, n_atoms, 3] reference trajectory, Angstrom: the h(r)
+        target.
+      cfg: training config.
+    """
+    if train.n_atoms != system.n_atoms or reference_positions.shape[1] != system.n_atoms:
+        raise ValueError(
+            f"atom counts differ: system {system.n_atoms}, train {train.n_atoms}, "
+            f"reference {reference_positions.shape[1]}")
+    hr = dict(r_max=cfg.hr_r_max_angstrom, dr=cfg.hr_dr_angstrom, sigma=cfg.hr_sigma_angstrom)
+    observable_fn = functools.partial(distance_distribution, **hr)
+    target = np.asarray(distance_distribution_target(jnp.asarray(reference_positions, dtype),
+                                                     **hr))
+    frames_per_chunk = _largest_divisor(cfg.frames_per_epoch, 10)
+    simulator = make_simulator_for(model, system, cfg, integrator=cfg.integrator,
+                                   tolerance_angstrom=cfg.bond_tolerance_angstrom,
+                                   n_dump=cfg.n_dump, frames_per_chunk=frames_per_chunk)
+    qm_batches = None
+    if cfg.qm_weight > 0:
+        if not train.has_labels:
+            raise ValueError("qm_weight > 0 needs labelled training frames")
+        qm_batches = stack_batches(make_batches(train, cfg.qm_batch_size, dtype=dtype))
+    # Unlabelled frames are fine when qm_weight is 0 (they only give the start structures).
+    scales = loss_scales(train, cfg.qm_loss) if train.has_labels else LossScales(1.0, 1.0)
+    return Problem(model, simulator, observable_fn, target, qm_batches,
+                   scales, kT_ev(cfg.temperature_k), system,
+                   np.asarray(train.positions))
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def replica_starts(problem: Problem, n_replicas: int, key: Array) -> np.ndarray:
+    """[n_replicas, n_atoms, 3] random training structures (method.md §4: initial conditions
+    are random train structures), without repetition when there are enough."""
+    n = problem.initial_positions.shape[0]
+    idx = jax.random.choice(key, n, (n_replicas,), replace=n_replicas > n)
+    return problem.initial_positions[np.asarray(idx)]

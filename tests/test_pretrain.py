@@ -1,0 +1,132 @@
+"""Pre-training on real labels of a classical potential (exact data, fast)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax_md import energy, simulate, space
+
+from stablejax.data import make_frames
+from stablejax.models import SchNetConfig, lennard_jones_model, make_model
+from stablejax.train import (
+    PlateauState,
+    PretrainConfig,
+    PretrainState,
+    QMLossConfig,
+    evaluate_qm,
+    load_best_params,
+    plateau_update,
+    pretrain,
+)
+from stablejax.units import FS
+
+SIGMA, EPS = 1.0, 0.5  # Angstrom, eV
+
+
+def lj_frames(n_frames=64, seed=0):
+    """Perturbed 2x2x2 cluster labelled by the true Lennard-Jones potential (float64)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3) * 1.15
+    R = grid[None] + rng.normal(scale=0.06, size=(n_frames, 8, 3))
+    disp, _ = space.free()
+    with jax.enable_x64(True):
+        f = energy.lennard_jones_pair(disp, sigma=SIGMA, epsilon=EPS)
+        E, G = jax.vmap(jax.value_and_grad(f))(jnp.asarray(R))
+        E, F = np.asarray(E), -np.asarray(G)
+    return make_frames(R, np.full(8, 18), E, F)
+
+
+def test_plateau_matches_torch_semantics():
+    s = PlateauState.create()
+    values = [1.0, 0.9, 0.95, 0.95, 0.95, 0.8]
+    scales = []
+    for v in values:
+        s = plateau_update(s, v, factor=0.5, patience=2)
+        scales.append(float(s.scale))
+    # 3 bad epochs (> patience 2) after 0.9 -> one reduction at the 5th value.
+    assert scales == [1, 1, 1, 1, 0.5, 0.5]
+    assert int(s.n_reductions) == 1
+
+
+def test_lj_pretraining_recovers_its_parameters():
+    train, val = lj_frames(64, 0), lj_frames(16, 1)
+    model = lennard_jones_model(sigma=1.2, epsilon=0.3)
+    cfg = PretrainConfig(loss=QMLossConfig(0.5, 0.5), learning_rate=2e-2, batch_size=16,
+                         max_epochs=150, warmup_steps=0, early_stopping_patience=None,
+                         plateau_patience=10)
+    state = PretrainState.create(model, jax.random.PRNGKey(0), train.positions[0], cfg)
+    state = pretrain(state, cfg, train, val)
+    p = state.best_params
+    assert float(p["sigma"]) == pytest.approx(SIGMA, abs=0.01)
+    assert float(p["epsilon"]) == pytest.approx(EPS, rel=0.05)
+    m = evaluate_qm(model, p, val)
+    assert m["force_mae_mev_per_angstrom"] < 20  # forces of order 1 eV/A
+
+
+def _tiny_schnet(train):
+    cfg = SchNetConfig(cutoff_angstrom=3.0, hidden_features=8, n_filters=8, n_interactions=1,
+                       n_gaussians=8)
+    return make_model(cfg, train.atomic_numbers, energy_shift=float(train.energies.mean() / 8),
+                      energy_scale=1.0)
+
+
+def test_checkpoint_resume_continues_identically(tmp_path):
+    train, val = lj_frames(32, 0), lj_frames(8, 1)
+    model = _tiny_schnet(train)
+    cfg = PretrainConfig(batch_size=8, max_epochs=4, warmup_steps=3, learning_rate=3e-3)
+    fresh = lambda: PretrainState.create(model, jax.random.PRNGKey(1), train.positions[0], cfg)  # noqa: E731
+
+    full = pretrain(fresh(), cfg, train, val, run_dir=tmp_path / "full")
+    # "Killed" after 2 epochs, then the same command again with the same run directory.
+    cfg2 = PretrainConfig(**{**cfg.__dict__, "max_epochs": 2})
+    pretrain(fresh(), cfg2, train, val, run_dir=tmp_path / "cut")
+    resumed = pretrain(fresh(), cfg, train, val, run_dir=tmp_path / "cut")
+
+    assert int(resumed.epoch) == 4 and int(resumed.step) == int(full.step)
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(full.opt_state), jax.tree.leaves(resumed.opt_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    logs = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logs] == [0, 1, 2, 3]
+    ref = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_loss"] for r in logs] == [r["val_loss"] for r in ref]
+    best = load_best_params(tmp_path / "cut", full.params)
+    for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(resumed.best_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_trained_model_conserves_energy_in_nve(x64):
+    train, val = lj_frames(32, 0), lj_frames(8, 1)
+    model = _tiny_schnet(train)
+    cfg = PretrainConfig(batch_size=8, max_epochs=5, warmup_steps=0, learning_rate=3e-3,
+                         dtype="float64")
+    state = PretrainState.create(model, jax.random.PRNGKey(2), train.positions[0], cfg)
+    state = pretrain(state, cfg, train, val)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), state.best_params)
+    f = lambda R: model.energy_fn(params, R)  # noqa: E731
+    _, shift = space.free()
+    init, step = simulate.nve(f, shift, dt=0.5 * FS)
+    st = init(jax.random.PRNGKey(0), jnp.asarray(train.positions[0]), mass=39.9, kT=0.02)
+
+    def total(st):
+        return f(st.position) + 0.5 * jnp.sum(st.momentum**2 / st.mass)
+
+    e0 = total(st)
+    st = jax.lax.fori_loop(0, 400, lambda i, s: step(s), st)
+    ke0 = 0.5 * 8 * 3 * 0.02
+    assert abs(float(total(st) - e0)) < 1e-3 * ke0
+
+
+def test_bad_inputs():
+    train = lj_frames(4)
+    unlabelled = make_frames(train.positions, train.atomic_numbers)
+    model = lennard_jones_model()
+    cfg = PretrainConfig(max_epochs=1, batch_size=2)
+    st = PretrainState.create(model, jax.random.PRNGKey(0), train.positions[0], cfg)
+    with pytest.raises(ValueError, match="val frames have no energy/force labels"):
+        pretrain(st, cfg, train, unlabelled)
+    with pytest.raises(ValueError, match="PretrainConfig.learning_rate"):
+        PretrainConfig(learning_rate=-1.0)
