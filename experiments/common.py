@@ -121,7 +121,6 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     stable_dir = run_dir / "stable_model"
     stable_dir.mkdir(exist_ok=True)
     shutil.copy(pre_dir / "model.json", stable_dir / "model.json")
-    (stable_dir / "results.json").write_text(json.dumps({"data": str(data_path)}))
     with ProgressBar("[4/6 StABlE] epochs", unit="epoch",
                      postfix_keys=("phase", "unstable_fraction")) as bar:
         def progress(d, tot, info):

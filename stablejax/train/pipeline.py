@@ -105,8 +105,9 @@ def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path,
                       progress: ProgressFn | None = None) -> dict:
     """StABlE training of ``params`` on a data set (resumable from ``run_dir``).
 
-    Writes ``run_dir/stable/`` (checkpoints, metrics.jsonl, end_of_cycle/) and the final
-    parameters as ``run_dir/final`` (so ``run_dir`` with ``model.json`` is a model directory).
+    Writes ``run_dir/stable/`` (checkpoints, metrics.jsonl, end_of_cycle/), the final
+    parameters as ``run_dir/final`` (so ``run_dir`` with ``model.json`` is a model directory)
+    and ``run_dir/results.json`` (summary, with the data set path).
     A finished run (``run_dir/stable/done.json``) is returned as is.
     """
     import dataclasses
@@ -128,6 +129,7 @@ def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path,
     records = [json.loads(x) for x in (run_dir / "stable" / "metrics.jsonl").read_text()
                .splitlines() if x.strip()]
     summary = {
+        "data": str(dataset.path),
         "epochs": int(state.epoch),
         "learning_epochs": sum(r["phase"] == "learning" for r in records),
         "cycles": int(state.cycle),
@@ -138,4 +140,5 @@ def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path,
         "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
     }
     done.write_text(json.dumps(summary, indent=1))
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=1))  # model dir -> data
     return summary
