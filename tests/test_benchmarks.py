@@ -1,0 +1,75 @@
+"""Smoke tests of the benchmark scripts: their ``--quick`` modes run in a subprocess and print
+valid JSON lines (and nothing else) on stdout, with sane values."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Generous: the scripts take ~10-25 s on a loaded 2-core machine; this only catches hangs.
+TIMEOUT_S = 300
+
+
+def run_script(name: str, *args: str) -> list[dict]:
+    """Run ``benchmarks/<name>`` with ``args``; every stdout line must be a JSON object."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines, "no output on stdout"
+    records = [json.loads(line) for line in lines]  # fails on any non-JSON line
+    assert all(isinstance(r, dict) for r in records)
+    return records
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_models_quick():
+    records = run_script("bench_models.py", "--quick")
+    assert [(r["model"], r["system"], r["n_atoms"]) for r in records] == [
+        ("schnet", "aspirin", 21), ("nequip", "ac-ala3-nhme", 42)]
+    for r in records:
+        assert r["bench"] == "model_eval" and r["dtype"] == "float32" and r["batch"] == 4
+        for key in ("frames_per_s", "compile_s", "train_step_frames_per_s", "n_params"):
+            assert _positive(r[key]), (key, r)
+    # NequIP's neighbour count within 5 Angstrom of a 42-atom peptide: well above 0, below 41
+    assert 5.0 < records[1]["avg_num_neighbors"] < 41.0
+
+
+def test_estimator_quick_x64():
+    """float64: the estimator and the dense baseline must agree to round-off (~1e-12 seen;
+    1e-6 leaves room for other BLAS orders while still catching any estimator error, which
+    would show up at O(1)); the 256-frame configuration exceeds the baseline size limit
+    (256 x 417 params x 8 B = 0.85 MB > 0.4 MB) and must be skipped, not run."""
+    records = run_script("estimator.py", "--quick", "--x64", "--frames", "64", "256",
+                         "--max-baseline-gb", "0.0004")
+    assert [r["n_frames"] for r in records] == [64, 256]
+    ran, skipped = records
+    for r in records:
+        assert r["bench"] == "estimator" and r["dtype"] == "float64"
+        assert r["n_atoms"] == 21 and r["n_bins"] == 500 and r["chunk_size"] == 16
+        for key in ("estimator_s", "estimator_temp_gb", "estimator_peak_rss_gb",
+                    "energy_force_chunked_s", "estimator_over_energy_force"):
+            assert _positive(r[key]), (key, r)
+        assert r["estimator_peak_rss_gb"] >= r["estimator_setup_rss_gb"]
+    assert ran["baseline"] == "ran"
+    assert ran["grad_rel_diff"] < 1e-6 and ran["loss_rel_diff"] < 1e-12
+    for key in ("baseline_s", "baseline_temp_gb", "baseline_peak_rss_gb", "memory_ratio",
+                "time_ratio"):
+        assert _positive(ran[key]), (key, ran)
+    # the dense [n_frames, n_params] matrix makes the baseline's temporaries larger
+    assert ran["memory_ratio"] > 1.0
+    assert skipped["baseline"] == "OOM (skipped)"
+    assert skipped["baseline_predicted_gb"] == pytest.approx(256 * ran["n_params"] * 8 / 1e9,
+                                                             rel=1e-3)
+    assert skipped["memory_ratio"] is None and "grad_rel_diff" not in skipped

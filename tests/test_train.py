@@ -1,0 +1,449 @@
+"""Tests of the StABlE training loop (``stablejax.train.stable``, method.md §3 and §6.6).
+
+System: a periodic Lennard-Jones fluid of 16 argon-like atoms (mass 39.95 amu, epsilon 0.0104 eV,
+true sigma 3.4 Angstrom) at reduced density 0.6 and 180 K (T* ~ 1.5, a dense supercritical
+fluid), Nose-Hoover, dt 5 fs. A replica is unstable when two atoms come closer than
+0.75 sigma_true = 2.55 Angstrom (``min_intermolecular_distance_criterion``, each atom its own
+molecule): with the true sigma no pair gets there (the LJ energy at 0.75 sigma is ~ 50 kT), with
+sigma = 2.2 Angstrom every replica crosses it within 100 fs, with 2.8 Angstrom about half do
+within 0.5 ps. The StABlE target is the pair-distance distribution h(r) (minimum image) of a
+simulation with the true sigma.
+
+The energy is our own LJ over i < j pairs with a smooth cutoff at L/2 (minimum image): its
+gradient with respect to sigma is finite (JAX-MD's ``lennard_jones_pair`` currently gives NaN
+sigma gradients through the i == i self pair).
+
+Everything is float32, deterministic (fixed keys), and compiled once per module (one simulator,
+one shared learn step); the file runs in well under a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import re
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax_md import space
+
+from stablejax.models import Model
+from stablejax.observables.distances import distance_distribution, distance_distribution_target
+from stablejax.simulate import make_simulator
+from stablejax.stability.criteria import min_intermolecular_distance_criterion
+from stablejax.train import Phase, Problem, TrainConfig, TrainState, make_learn_step
+from stablejax.train import train as train_fn
+from stablejax.train import train_epoch
+from stablejax.train.losses import Batch, LossScales
+from stablejax.train.stable import stop_reason
+from stablejax.units import kT_ev
+
+SIGMA_TRUE = 3.4  # Angstrom
+EPSILON = 0.0104  # eV (argon, 120.7 K)
+MASS = 39.95  # amu
+N_ATOMS = 16  # bcc 2x2x2
+RHO_REDUCED = 0.6  # N sigma^3 / V
+BOX = SIGMA_TRUE * (N_ATOMS / RHO_REDUCED) ** (1 / 3)  # 10.16 Angstrom
+R_CUT = BOX / 2
+TEMPERATURE_K = 180.0
+DT_FS = 5.0
+N_DUMP = 20
+FRAMES_PER_CHUNK = 5  # 100 steps = 0.5 ps per chunk and per epoch
+N_REPLICAS = 8
+THRESHOLD = 0.75 * SIGMA_TRUE  # 2.55 Angstrom
+HR = dict(r_max=5.0, dr=0.1, sigma=0.1, cell=BOX)  # r_max < L/2: minimum image is exact
+
+_I, _J = np.triu_indices(N_ATOMS, k=1)
+
+
+def lj_energy(params, R, **kwargs):
+    """LJ energy (eV) over i < j minimum-image pairs, shifted and smoothly switched to 0 at L/2.
+
+    Pairs beyond the cutoff are evaluated at r = r_cut (finite values) before being masked, so
+    neither the force nor d/dsigma can pick up a NaN.
+    """
+    del kwargs
+    d = R[_I] - R[_J]
+    d = d - BOX * jnp.round(d / BOX)
+    r2 = jnp.sum(d * d, axis=-1)
+    inside = r2 < R_CUT**2
+    r2 = jnp.where(inside, r2, R_CUT**2)
+    s2 = params["sigma"] ** 2
+    s6, s6_cut = (s2 / r2) ** 3, (s2 / R_CUT**2) ** 3
+    u = 4 * EPSILON * ((s6 * s6 - s6) - (s6_cut * s6_cut - s6_cut))
+    switch = (1 - r2 / R_CUT**2) ** 2
+    return jnp.sum(jnp.where(inside, u * switch, 0.0))
+
+
+def sig(value: float) -> dict:
+    return {"sigma": jnp.asarray(value, jnp.float32)}
+
+
+def base_cfg(**overrides) -> TrainConfig:
+    """Phase-machine settings for the LJ fluid: 8 replicas x 0.5 ps epochs, 5 frames each.
+
+    learning_rate 0.3 with clip norm 1: the one-parameter gradient is (much) larger than 1, so
+    each learning step moves sigma by ~0.3 Angstrom in the estimator's direction.
+    """
+    kw = dict(temperature_k=TEMPERATURE_K, dt_fs=DT_FS, n_replicas=N_REPLICAS,
+              steps_per_epoch=N_DUMP * FRAMES_PER_CHUNK, n_dump=N_DUMP, learning_rate=0.3,
+              qm_weight=0.0, scaling="reference", block_size=8, chunk_size=40,
+              max_frac_unstable=0.5, min_frac_unstable=0.0, plateau_patience=10,
+              max_lr_reductions=3, reset_probability=0.0, n_checkpoints_kept=4, n_epochs=30,
+              stable_epochs=3, seed=0)
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class LJ:
+    problem: Problem
+    learn_step: object
+    reference_unstable: np.ndarray  # [n_replicas] of the true-sigma reference run
+    reference_min_distance: float  # Angstrom, over all reference frames
+
+
+@pytest.fixture(scope="module")
+def lj() -> LJ:
+    warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
+    disp, shift = space.periodic(BOX)
+    criterion = min_intermolecular_distance_criterion(np.arange(N_ATOMS),
+                                                      threshold_angstrom=THRESHOLD, cell=BOX)
+    sim = make_simulator(lj_energy, masses=np.full(N_ATOMS, MASS), dt_fs=DT_FS, n_dump=N_DUMP,
+                         integrator="nose_hoover", temperature_k=TEMPERATURE_K,
+                         displacement_fn=disp, shift_fn=shift, criterion=criterion,
+                         frames_per_chunk=FRAMES_PER_CHUNK)
+    # Reference: melt a bcc lattice with the true sigma for 3 ps, then record 2 ps (20 frames
+    # per replica); the criterion is checked over the whole 5 ps.
+    a = BOX / 2
+    cube = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], float)
+    lattice = np.concatenate([cube * a, (cube + 0.5) * a])
+    R0 = jnp.tile(jnp.asarray(lattice, jnp.float32), (N_REPLICAS, 1, 1))
+    state = sim.init(sig(SIGMA_TRUE), R0, jax.random.PRNGKey(42))
+    state, traj = sim.run(sig(SIGMA_TRUE), state, 1000)
+    frames = traj.positions[:, 30:]  # [8, 20, 16, 3]
+    target = np.asarray(distance_distribution_target(frames, **HR))
+    observable_fn = functools.partial(distance_distribution, **HR)
+    model = Model(init=lambda key, R, **kw: sig(SIGMA_TRUE), energy_fn=lj_energy,
+                  per_atom_energy_fn=None, neighbor_fn=None, displacement_fn=disp,
+                  shift_fn=shift)
+    starts = np.asarray(frames[:, ::10].reshape(-1, N_ATOMS, 3))  # 16 decorrelated structures
+    problem = Problem(model=model, simulator=sim, observable_fn=observable_fn, target=target,
+                      qm_batches=None, qm_scales=LossScales(1.0, 1.0),
+                      kT_ev=kT_ev(TEMPERATURE_K), system=None, initial_positions=starts)
+    return LJ(problem, make_learn_step(problem, base_cfg()), np.asarray(state.unstable),
+              float(jnp.min(traj.metric)))
+
+
+def tree_equal(a, b) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def run_epochs(state, cfg, learn_step, n):
+    records = []
+    for _ in range(n):
+        state, rec = train_epoch(state, cfg, learn_step)
+        records.append(rec)
+    return state, records
+
+
+def force_unstable(state, n_unstable: int):
+    """The same state, with the first ``n_unstable`` replicas marked unstable last epoch."""
+    mask = np.zeros(state.last_unstable.shape[0], bool)
+    mask[:n_unstable] = True
+    return state.replace(last_unstable=jnp.asarray(mask))
+
+
+# --------------------------------------------------------------------------- the whole loop
+
+
+def test_lj_fluid_collapses_then_learns_true_sigma(lj):
+    """sigma 2.2 A (true 3.4): every replica overlaps, learning epochs move sigma up, and once
+    the fraction reaches 0 the simulation phase stays stable and training stops early."""
+    # Preconditions of the physics: the true sigma never violates the 2.55 A criterion.
+    assert not lj.reference_unstable.any()
+    assert lj.reference_min_distance > THRESHOLD + 0.15
+    cfg = base_cfg()
+    records = []
+    state = TrainState.create(lj.problem, sig(2.2), cfg)
+    state = train_fn(state, cfg, progress=lambda d, t, info: records.append(info)
+                     if "phase" in info else None)
+    phases = "".join(r["phase"][0] for r in records)
+    assert re.fullmatch(r"sl{2,}s{3}", phases), phases
+    assert records[0]["unstable_fraction"] >= cfg.max_frac_unstable
+    learning = [r for r in records if r["phase"] == "learning"]
+    assert learning[0]["unstable_fraction_before"] >= cfg.max_frac_unstable
+    assert all(r["learning_rate"] == pytest.approx(cfg.learning_rate) for r in learning)
+    assert all(r["finite"] and r["n_frames_used"] == N_REPLICAS * 5 for r in learning)
+    # The last learning epoch ends the phase (fraction <= min_frac 0) -> end_of_cycle 1.
+    assert learning[-1]["unstable_fraction"] <= cfg.min_frac_unstable
+    assert learning[-1]["end_of_cycle"] == 1
+    assert all("end_of_cycle" not in r for r in learning[:-1])
+    # The final simulation phase: below the threshold (here: no instability at all), and the
+    # run stops on stable_epochs, long before n_epochs.
+    final = records[-cfg.stable_epochs:]
+    assert all(r["unstable_fraction"] < cfg.max_frac_unstable for r in final)
+    assert [r["stable_streak"] for r in final] == [1, 2, 3]
+    assert stop_reason(state, cfg).startswith("stable")
+    assert int(state.epoch) == len(records) < cfg.n_epochs
+    assert int(state.phase) == Phase.SIMULATION and int(state.cycle) == 1
+    assert float(state.learning_rate) == 0.0
+    # sigma moved toward the truth: from 1.2 A below to within 0.35 A (one step is 0.3 A).
+    s = float(state.params["sigma"])
+    assert abs(s - SIGMA_TRUE) < 0.35, s
+    # The h(r) of the stable frames is now close to the target: its loss is far below the
+    # estimator's loss at the start of learning (sigma 2.2).
+    assert final[-1]["hr_loss_stable_frames"] < 0.3 * learning[0]["obs_loss"]
+    # Independent check: fresh replicas of the trained model (new key) stay stable for 1 ps.
+    sim = lj.problem.simulator
+    R = jnp.asarray(lj.problem.initial_positions[:N_REPLICAS])
+    rs = sim.init(state.params, R, jax.random.PRNGKey(7))
+    rs, _ = sim.run(state.params, rs, 200)
+    assert float(jnp.mean(rs.unstable)) < cfg.max_frac_unstable
+
+
+# --------------------------------------------------------------------- checkpoint and resume
+
+
+def test_resume_from_run_dir_continues_identically(lj, tmp_path):
+    """6 epochs in one go == 3 epochs, then a fresh state resumed from the run directory (the
+    split falls inside the learning phase: epochs s l l | l l s)."""
+    cfg6 = base_cfg(n_epochs=6, stable_epochs=None)
+    cfg3 = dataclasses.replace(cfg6, n_epochs=3)
+    full = train_fn(TrainState.create(lj.problem, sig(2.2), cfg6), cfg6, run_dir=tmp_path / "a")
+
+    train_fn(TrainState.create(lj.problem, sig(2.2), cfg3), cfg3, run_dir=tmp_path / "b")
+    # A process killed after logging epoch 3 but before checkpointing it leaves a stray line;
+    # the resumed run must drop it and log epoch 3 again.
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"epoch": 3, "phase": "stray"}) + "\n")
+    done = []
+    resumed = train_fn(TrainState.create(lj.problem, sig(2.2), cfg6), cfg6,
+                       run_dir=tmp_path / "b",
+                       progress=lambda d, t, info: done.append(d) if "phase" in info else None)
+    assert done == [4, 5, 6]  # it resumed after epoch 3, it did not start over
+
+    def fields(state):
+        return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+                if f.name != "problem"}
+
+    a, b = fields(full), fields(resumed)
+    assert int(a["epoch"]) == 6 and int(a["cycle"]) == 1
+    for name in a:
+        assert tree_equal(a[name], b[name]), name
+
+    def records(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        out = [json.loads(x) for x in lines if x.strip()]
+        for r in out:
+            r.pop("seconds")
+        return out
+
+    ra, rb = records("a"), records("b")
+    assert [r["epoch"] for r in ra] == list(range(6))
+    assert "".join(r["phase"][0] for r in ra) == "slllls"
+    assert ra == rb
+    assert (tmp_path / "a" / "end_of_cycle" / "1").is_dir()
+    assert (tmp_path / "b" / "end_of_cycle" / "1").is_dir()
+
+
+# ------------------------------------------------------------------ phase machine, unit checks
+
+
+def test_unstable_fraction_is_exact(lj):
+    """7 of 10 unstable is 0.7 exactly (a float32 mean gives 0.69999999 < 0.7, which would
+    miss max_frac_unstable=0.7)."""
+    state = TrainState.create(lj.problem, sig(SIGMA_TRUE), base_cfg())
+    state = state.replace(last_unstable=jnp.asarray([True] * 7 + [False] * 3))
+    assert state.unstable_fraction == 0.7
+
+
+def test_enters_learning_at_threshold_from_crossing_epoch_start(lj):
+    """Learning starts when last epoch's fraction >= max_frac_unstable (equality included) and
+    re-simulates from that epoch's start states; below the threshold it keeps simulating."""
+    cfg_sim = base_cfg(max_frac_unstable=1.0)  # sigma 2.7: 7/8 and 6/8 unstable, no learning
+    s1, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg_sim), cfg_sim,
+                       lj.learn_step, 2)
+    assert [x["phase"] for x in r] == ["simulation"] * 2
+    assert r[1]["n_reset"] > 0  # so epoch 1's start differs from the initial state
+    s1 = force_unstable(s1, 4)  # 4/8 = 0.5 unstable in epoch 1
+
+    below, rb = train_epoch(s1, base_cfg(max_frac_unstable=0.625), lj.learn_step)
+    assert rb["phase"] == "simulation" and int(below.phase) == Phase.SIMULATION
+    assert rb["n_reset"] == 4 and rb["learning_rate"] == 0.0
+    assert tree_equal(below.params, s1.params)
+
+    cfg = base_cfg(max_frac_unstable=0.5)
+    entered, re_ = train_epoch(s1, cfg, lj.learn_step)
+    assert re_["phase"] == "learning" and re_["unstable_fraction_before"] == 0.5
+    assert re_["learning_rate"] == pytest.approx(cfg.learning_rate)
+    assert tree_equal(entered.learn_start, s1.epoch_start)  # epoch 1's start, not epoch 0's
+    assert not tree_equal(entered.learn_start.md.position, s1.ring.md.position[0])
+    assert tree_equal(entered.epoch_start, s1.epoch_start)
+    assert float(entered.params["sigma"]) > 2.7  # one clipped SGD step, toward the truth
+    assert re_["n_reset"] == 0 and int(entered.ring_count) == int(s1.ring_count)
+
+
+def test_learning_restarts_every_epoch_from_learn_start(lj):
+    cfg = base_cfg(learning_rate=0.01)  # small steps: stays unstable, stays learning
+    s, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg), cfg, lj.learn_step, 1)
+    assert r[0]["unstable_fraction"] >= cfg.max_frac_unstable
+    learn_start, sigma = None, 2.7
+    for k in range(3):
+        s, rec = train_epoch(s, cfg, lj.learn_step)
+        assert rec["phase"] == "learning" and int(s.phase) == Phase.LEARNING
+        learn_start = s.learn_start if learn_start is None else learn_start
+        assert tree_equal(s.learn_start, learn_start)
+        assert tree_equal(s.epoch_start, learn_start)  # every epoch: the same start states
+        new_sigma = float(s.params["sigma"])
+        assert new_sigma > sigma  # one SGD step per learning epoch
+        sigma = new_sigma
+    assert int(s.ring_count) == 1  # learning epochs never enter the reset-checkpoint ring
+
+
+def test_leaves_learning_after_max_lr_reductions(lj):
+    """sigma 2.2 with a tiny learning rate stays fully unstable: with patience 0 the plateau
+    reduces the rate at the 2nd and 3rd learning epochs; 2 reductions end the phase. The next
+    simulation epoch restarts from the learning start states, and ceil(0.25 * 8) = 2 stable
+    replicas jump to an older checkpoint with fresh velocities."""
+    cfg = base_cfg(learning_rate=1e-4, plateau_patience=0, max_lr_reductions=2,
+                   reset_probability=0.25)
+    s, r = run_epochs(TrainState.create(lj.problem, sig(2.2), cfg), cfg, lj.learn_step, 4)
+    assert [x["phase"] for x in r] == ["simulation", "learning", "learning", "learning"]
+    assert all(x["unstable_fraction"] == 1.0 for x in r)
+    np.testing.assert_allclose([x["learning_rate"] for x in r[1:]], [1e-4, 1e-4, 2e-5],
+                               rtol=1e-6)
+    assert "end_of_cycle" not in r[2] and r[3]["end_of_cycle"] == 1
+    assert int(s.plateau.n_reductions) == 2
+    assert int(s.phase) == Phase.SIMULATION and int(s.cycle) == 1
+    assert float(s.learning_rate) == 0.0 and s.unstable_fraction == 0.0
+    learn_start = s.learn_start
+    assert tree_equal(s.replicas, learn_start)
+
+    s5, r5 = train_epoch(s, cfg, lj.learn_step)
+    assert r5["phase"] == "simulation" and r5["n_reset"] == 0 and r5["n_jumped"] == 2
+    start = s5.epoch_start
+    # Older checkpoint = epoch 0's start = the learning start: same positions, but the two
+    # jumped replicas got fresh momenta.
+    np.testing.assert_array_equal(start.md.position, learn_start.md.position)
+    changed = np.any(np.asarray(start.md.momentum != learn_start.md.momentum), axis=(1, 2))
+    assert changed.sum() == 2
+    assert tree_equal(s5.params, s.params)
+
+
+@pytest.mark.parametrize("min_frac, leaves", [(0.125, True), (0.0, False)])
+def test_leaves_learning_when_fraction_at_most_min(lj, min_frac, leaves):
+    """sigma 2.8: 1/8 unstable. Forced into learning, the first learning epoch re-simulates
+    epoch 0 exactly (same start, same parameters), so again 1/8: it leaves learning iff
+    1/8 <= min_frac_unstable (the fraction measured before the update)."""
+    cfg = base_cfg(min_frac_unstable=min_frac, learning_rate=1e-4)
+    s0 = TrainState.create(lj.problem, sig(2.8), cfg)
+    s1, r0 = train_epoch(s0, cfg, lj.learn_step)
+    assert r0["unstable_fraction"] == 0.125 and r0["stable_streak"] == 0  # cycle 0: no streak
+    s2, r1 = train_epoch(force_unstable(s1, 8), cfg, lj.learn_step)
+    assert r1["phase"] == "learning" and r1["unstable_fraction"] == 0.125
+    # The fraction measured before the update (not after it) decides.
+    assert float(s2.params["sigma"]) != 2.8  # the step is still taken
+    if leaves:
+        assert r1["end_of_cycle"] == 1
+        assert int(s2.phase) == Phase.SIMULATION and int(s2.cycle) == 1
+        assert int(s2.plateau.n_reductions) == 0
+        s3, r2 = train_epoch(s2, cfg, lj.learn_step)
+        assert r2["phase"] == "simulation" and r2["stable_streak"] == 1
+        assert not np.asarray(s2.last_unstable).any()
+    else:
+        assert "end_of_cycle" not in r1 and int(s2.phase) == Phase.LEARNING
+        # The same replicas failed as in epoch 0: an exact replay of epoch 0.
+        np.testing.assert_array_equal(s2.last_unstable, s1.last_unstable)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_simulation_phase_resets_unstable_replicas(lj, fresh):
+    """sigma 2.7, no learning: replicas unstable in epoch 0 restart epoch 1 from their epoch-0
+    start positions; stable ones continue. Without fresh velocities the reset replicas replay
+    their failure exactly (Nose-Hoover is deterministic); with them they do not."""
+    cfg = base_cfg(max_frac_unstable=1.0, fresh_velocities_on_reset=fresh)
+    s0 = TrainState.create(lj.problem, sig(2.7), cfg)
+    s1, r0 = train_epoch(s0, cfg, lj.learn_step)
+    s2, r1 = train_epoch(s1, cfg, lj.learn_step)
+    u = np.asarray(s1.last_unstable)
+    assert 0 < u.sum() < N_REPLICAS
+    assert r1["n_reset"] == u.sum()
+    a, b, c = s1.epoch_start, s2.epoch_start, s1.replicas  # starts of epochs 0, 1; end of 0
+    pos_b = np.asarray(b.md.position)
+    np.testing.assert_array_equal(pos_b[u], np.asarray(a.md.position)[u])
+    np.testing.assert_array_equal(pos_b[~u], np.asarray(c.md.position)[~u])
+    np.testing.assert_array_equal(np.asarray(b.md.momentum)[~u], np.asarray(c.md.momentum)[~u])
+    assert not np.asarray(b.unstable).any() and not np.asarray(b.step).any()
+    same_momenta = np.all(np.asarray(b.md.momentum)[u] == np.asarray(a.md.momentum)[u],
+                          axis=(1, 2))
+    first0 = np.asarray(s1.replicas.first_unstable_step)[u]
+    first1 = np.asarray(s2.replicas.first_unstable_step)[u]
+    if fresh:
+        assert not same_momenta.any()
+        assert not np.array_equal(first0, first1)
+    else:
+        assert same_momenta.all()
+        np.testing.assert_array_equal(first1, first0)  # the same failures, replayed
+        np.testing.assert_array_equal(np.asarray(s2.replicas.md.position)[u],
+                                      np.asarray(s1.replicas.md.position)[u])
+
+
+@pytest.mark.parametrize("stable_only", [False, True])
+def test_stable_frames_only_masks_frames(lj, stable_only):
+    """Learning from all finite frames (default) vs only frames before each replica's first
+    instability; frames where the criterion stops firing after a violation stay excluded."""
+    cfg = base_cfg(stable_frames_only=stable_only)
+    s1, r0 = train_epoch(TrainState.create(lj.problem, sig(2.7), cfg), cfg, lj.learn_step)
+    s2, r1 = train_epoch(s1, cfg, lj.learn_step)
+    assert r1["phase"] == "learning"
+    # Re-simulate the learning epoch (same start, same parameters) to count frames.
+    _, traj = lj.problem.simulator.run(s1.params, s2.epoch_start, cfg.steps_per_epoch)
+    fired = np.asarray(traj.unstable)
+    before_first = np.cumsum(fired, axis=1) == 0
+    n_all = N_REPLICAS * 5
+    assert np.asarray(traj.valid).all()
+    # This epoch has frames after a violation where the criterion no longer fires: a per-frame
+    # mask would keep them.
+    assert (~fired).sum() > before_first.sum()
+    expected = before_first.sum() if stable_only else n_all
+    assert r1["n_frames_used"] == expected
+
+
+def test_qm_term_pulls_sigma_to_labels(lj):
+    """qm_weight > 0 with LJ-labelled frames (true sigma): with no observable frame selected
+    the step follows the energy/force loss, upward from 3.0 and downward from 3.8."""
+    R = jnp.asarray(lj.problem.initial_positions[:8])
+    e, g = jax.vmap(jax.value_and_grad(lj_energy, argnums=1), in_axes=(None, 0))(
+        sig(SIGMA_TRUE), R)
+    batches = jax.tree.map(lambda x: x.reshape((2, 4) + x.shape[1:]),
+                           Batch(R, e, -g, jnp.ones(8, jnp.float32)))
+    scales = LossScales(float(jnp.std(e)), float(jnp.sqrt(jnp.mean(g**2))))
+    problem = lj.problem._replace(qm_batches=batches, qm_scales=scales)
+    cfg = base_cfg(qm_weight=1.0)
+    with pytest.raises(ValueError, match="qm_weight"):
+        make_learn_step(lj.problem, cfg)
+    step = make_learn_step(problem, cfg)
+    frames = jnp.zeros((4, N_ATOMS, 3)) + R[:1]
+    none = jnp.zeros(4, bool)
+    for s0, sign in [(3.0, 1), (3.8, -1)]:
+        new, info = step(sig(s0), frames, none, jax.random.PRNGKey(0), jnp.float32(0.05))
+        assert int(info["n_frames_used"]) == 0 and float(info["qm_loss"]) > 0
+        assert sign * (float(new["sigma"]) - s0) > 0
+        assert math.isclose(abs(float(new["sigma"]) - s0), 0.05, rel_tol=1e-4)  # clipped
+
+
+def test_config_must_match_state(lj):
+    cfg = base_cfg()
+    state = TrainState.create(lj.problem, sig(2.7), cfg)
+    with pytest.raises(ValueError, match="n_replicas"):
+        train_epoch(state, base_cfg(n_replicas=4), lj.learn_step)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        train_epoch(state, base_cfg(steps_per_epoch=60), lj.learn_step)
