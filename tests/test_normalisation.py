@@ -78,3 +78,18 @@ def test_statistics_feed_make_model():
     zero = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)  # network output 0
     e = jax.jit(model.energy_fn)(zero, R)  # = sum of the shifts = mean training energy
     assert float(e) == pytest.approx(frames.energies.mean(), rel=1e-6)
+
+
+def test_single_composition_many_frames_shift_is_mean_energy_per_atom():
+    """Regression: 950 identical composition rows made np.linalg.pinv invert round-off singular
+    values (per-species shifts of ~1e11 eV on real aspirin data)."""
+    rng = np.random.default_rng(0)
+    z = np.array([6] * 9 + [8] * 4 + [1] * 8)
+    n = 950
+    E = -1077.2 + 0.2 * rng.normal(size=n)
+    F = rng.normal(size=(n, 21, 3))
+    fr = make_frames(rng.normal(size=(n, 21, 3)) * 3, z, E, F)
+    stats = energy_statistics(fr)
+    mu = E.mean() / 21
+    for zz in (1, 6, 8):
+        assert abs(stats.shift[zz] - mu) < 1e-6

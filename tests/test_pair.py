@@ -102,3 +102,21 @@ def test_jax_md_lennard_jones_pair_has_nan_parameter_gradients():
 
     g = jax.grad(literal)({"sigma": jnp.float32(SIGMA), "epsilon": jnp.float32(EPS)}, R)
     assert np.isnan(float(g["epsilon"]))
+
+
+def test_periodic_lj_float32_forces_finite_under_jit():
+    """Regression: empty neighbour slots became ~1e-6 A self-pairs under jit in float32 and
+    (sigma/dr)^12 overflowed to inf, giving NaN forces after JAX-MD's masking."""
+    n_cells, a = 3, 5.82
+    base = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    cells = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    box = n_cells * a
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        R = ((cells + base[None]).reshape(-1, 3) * a + rng.normal(scale=0.01, size=(108, 3))) % box
+        m = lennard_jones_model(box=box, sigma=3.405, epsilon=0.0104)
+        p = m.init(None, None)
+        R = jnp.asarray(R, jnp.float32)
+        nbr = m.neighbor_fn.allocate(R)
+        F = jax.jit(jax.grad(m.energy_fn, argnums=1))(p, R, neighbor=nbr)
+        assert bool(jnp.all(jnp.isfinite(F))), f"non-finite forces in trial {trial}"

@@ -78,7 +78,13 @@ def energy_statistics(frames: Frames | Sequence[Frames]) -> EnergyStatistics:
     energies = np.concatenate([f.energies for f in sets])  # [n_frames_total] eV
     mu = float(energies.sum() / counts.sum())
     residual = energies - counts.sum(axis=1) * mu
-    correction = np.linalg.pinv(counts) @ residual  # zero for one composition
+    # Least squares on the distinct compositions (mean residual of each), with a rank cutoff:
+    # many identical rows (one molecule) make a rank-1 matrix whose round-off singular values
+    # must not be inverted (np.linalg.pinv's default cutoff does invert them: shifts ~1e11 eV).
+    comps, inverse = np.unique(counts, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    mean_residual = np.bincount(inverse, weights=residual) / np.bincount(inverse)
+    correction = np.linalg.lstsq(comps, mean_residual, rcond=1e-8)[0]  # ~0 for one composition
     shift = {s: mu + float(c) for s, c in zip(species, correction)}
     sq = sum(float(np.sum(f.forces**2)) for f in sets)
     n = sum(f.forces.size for f in sets)

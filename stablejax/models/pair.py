@@ -65,9 +65,14 @@ def lennard_jones_safe(dr: Array, sigma: Array = 1.0, epsilon: Array = 1.0,
     Same values as ``jax_md.energy.lennard_jones`` wherever ``r > 0``. JAX-MD's version evaluates
     ``sigma / 0`` on the (masked) diagonal and padded neighbour slots; its ``nan_to_num`` hides
     the value but not the derivative, so ``d E / d sigma`` and ``d E / d epsilon`` come out NaN.
+
+    Pairs closer than ``1e-2 * sigma`` count as self/padding pairs and contribute 0: JAX-MD's
+    empty neighbour slots point at the last atom, whose periodic self-distance under ``jit`` can
+    come out as ~1e-6 A instead of 0, and ``(sigma/1e-6)^12`` overflows float32 (inf * 0 = NaN
+    after masking). A real pair that close has ~1e22 eV and is unstable long before.
     """
     del unused_kwargs
-    ok = dr > 0
+    ok = dr > 1e-2 * sigma
     idr6 = (sigma / jnp.where(ok, dr, 1.0)) ** 6
     return jnp.where(ok, 4.0 * epsilon * (idr6 * idr6 - idr6), 0.0)
 

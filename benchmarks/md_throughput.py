@@ -1,0 +1,257 @@
+"""MD throughput: stablejax's batched Langevin replicas vs ASE's MD loop, same jitted model.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/md_throughput.py --quick     # smoke test
+    .venv/bin/python benchmarks/md_throughput.py --replicas 1 32 128 512 --steps 1000
+
+Systems: (a) SchNet with the paper's aspirin hyperparameters (cutoff 5 A, 64 features, 6
+interactions, 25 Gaussians; random-init parameters: throughput only) on the aspirin equilibrium
+structure of ``--data`` or an RDKit embedding, 500 K, dt 0.5 fs; (b) a JAX-MD Lennard-Jones fluid
+(argon sigma/epsilon/mass, fcc start, 4 k^3 atoms at reduced density 0.8, periodic box, dense
+neighbour list), T* = 1 (120 K), dt 5 fs. Both use Langevin with gamma 0.1/ps.
+
+Per (system, dtype): one ASE line (``ase.md.langevin.Langevin``, fixcm=False, with an ASE
+Calculator calling the jitted energy+forces of one replica on the same device; replica-steps/s
+is per replica, so it applies unchanged to N replicas run one after another), then one
+stablejax line per replica count (``make_simulator(..., integrator="langevin")``: one compiled
+chunk of ``--steps`` steps). ``compile_s`` is timed separately: AOT ``lower().compile()`` of the
+chunk (stablejax), the first jitted call (ASE calculator). Timed runs use ``block_until_ready``;
+the median of ``--repeats`` is reported. ``step_over_force_ratio`` = time of one MD step / time
+of one bare force evaluation of the same replicas (``jit(vmap(grad(energy)))``, fixed neighbour
+list, evaluated in a
+``lax.scan`` so that dispatch is excluded, as in the MD chunk; for ASE: one Python-side jitted
+energy+forces call, dispatch and host copies included). float64 configurations run last, after
+enabling x64 in this script. One JSON line per configuration on stdout; besides the documented
+keys: ``steps``, ``n_atoms``, ``device``, ``model_config``, ``n_frozen`` (replicas that hit a
+non-finite force: frozen by stablejax, or non-finite at the end of the ASE run; a frozen replica
+still costs a full step, so throughput stays comparable) and ``neighbor_overflow``.
+``--quick`` (smoke test only, numbers meaningless): replicas 1 and 4, 20 steps, 5 ASE steps,
+1 repeat, 108 LJ atoms and a 1-interaction, 16-feature SchNet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+ASPIRIN_SMILES = "CC(=O)Oc1ccccc1C(=O)O"
+ARGON = dict(sigma=3.405, epsilon=0.0104, mass=39.948)  # Angstrom, eV, amu
+warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
+warnings.filterwarnings("ignore", message="scatter inputs have incompatible types")  # jax_md, x64
+
+
+def build_system(name: str, dtype: str, args) -> dict:
+    """Model, parameters, start structure [n_atoms, 3] and MD settings of one benchmark system."""
+    from stablejax.models import SchNetConfig, lennard_jones_model, make_model
+
+    if name == "aspirin":
+        if args.data is not None:
+            from stablejax.data import load_dataset
+
+            system = load_dataset(args.data).system
+            z, R, system_name = system.atomic_numbers, system.equilibrium_positions, system.name
+        else:
+            from stablejax.data.structures import embed_smiles
+
+            z, R = embed_smiles(ASPIRIN_SMILES)
+            system_name = "aspirin"
+        hyper = (dict(n_interactions=1, hidden_features=16, n_filters=16, n_gaussians=8)
+                 if args.quick else {})  # quick: tiny SchNet; else the paper's defaults
+        cfg = SchNetConfig(param_dtype=dtype, **hyper)
+        model = make_model(cfg, np.asarray(z))
+        from ase.data import atomic_masses
+
+        return dict(model=model, params=model.init(jax.random.PRNGKey(0), jnp.asarray(R, dtype)),
+                    R=np.asarray(R), masses=atomic_masses[np.asarray(z)], numbers=np.asarray(z),
+                    dt_fs=0.5, temperature_k=500.0, box=None, label="schnet",
+                    system=system_name,
+                    model_config={k: v for k, v in cfg.__dict__.items() if k != "species"})
+    k = args.lj_cells  # fcc: 4 k^3 atoms
+    cell = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    grid = np.stack(np.meshgrid(*[np.arange(k)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    n = 4 * k**3
+    box = (n / 0.8) ** (1 / 3) * ARGON["sigma"]  # reduced density 0.8
+    R = ((grid + cell[None]).reshape(-1, 3) + 0.25) * (box / k)
+    model = lennard_jones_model(box=box, sigma=ARGON["sigma"], epsilon=ARGON["epsilon"],
+                                capacity_multiplier=1.5, dtype=dtype)
+    return dict(model=model, params=model.init(None, R), R=R, masses=np.full(n, ARGON["mass"]),
+                numbers=np.full(n, 18), dt_fs=5.0, temperature_k=ARGON["epsilon"] / 8.617333e-5,
+                box=box, label="lennard_jones", system="lj_fluid",
+                model_config={"n_atoms": n, "box_angstrom": box})
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_ase(s: dict, dtype: str, args) -> dict:
+    """ASE Langevin on one replica with a Calculator around the jitted energy+forces."""
+    from ase import Atoms, units
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.md.langevin import Langevin
+
+    model, params, nbr_fn = s["model"], s["params"], s["model"].neighbor_fn
+
+    @jax.jit
+    def energy_forces(params, R, nbr):
+        kw = {}
+        if nbr is not None:
+            nbr = nbr.update(R)
+            kw["neighbor"] = nbr
+        e, g = jax.value_and_grad(model.energy_fn, argnums=1)(params, R, **kw)
+        return e, -g, nbr
+
+    class JaxCalculator(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def __init__(self):
+            super().__init__()
+            R0 = jnp.asarray(s["R"], dtype)
+            self.nbr = None if nbr_fn is None else nbr_fn.allocate(R0)
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            R = self.atoms.positions if s["box"] is None else np.mod(self.atoms.positions,
+                                                                      s["box"])
+            R = jnp.asarray(R, dtype)
+            e, f, nbr = energy_forces(params, R, self.nbr)
+            if nbr is not None and bool(nbr.did_buffer_overflow):
+                self.nbr = nbr_fn.allocate(R)
+                e, f, nbr = energy_forces(params, R, self.nbr)
+            self.nbr = nbr
+            self.results = {"energy": float(e), "forces": np.asarray(f, np.float64)}
+
+    atoms = Atoms(numbers=s["numbers"], positions=s["R"], masses=s["masses"],
+                  cell=None if s["box"] is None else np.eye(3) * s["box"], pbc=s["box"] is not None)
+    atoms.calc = JaxCalculator()
+    t = time.perf_counter()
+    atoms.get_forces()  # first call: jit compile
+    compile_s = time.perf_counter() - t
+    kT = units.kB * s["temperature_k"]  # Maxwell-Boltzmann momenta, ASE units (amu, eV)
+    m = s["masses"][:, None]
+    atoms.set_momenta(np.sqrt(m * kT) * np.random.default_rng(0).normal(size=s["R"].shape))
+    dyn = Langevin(atoms, timestep=s["dt_fs"] * units.fs, temperature_K=s["temperature_k"],
+                   friction=args.gamma_per_ps / 1000 / units.fs, fixcm=False,
+                   rng=np.random.default_rng(1))
+    dyn.run(2)  # warm-up
+    run_s = _median_time(lambda: dyn.run(args.ase_steps), args.repeats)
+    R = jnp.asarray(atoms.positions if s["box"] is None else np.mod(atoms.positions, s["box"]),
+                    dtype)
+    nbr = atoms.calc.nbr
+    force_s = _median_time(lambda: np.asarray(energy_forces(params, R, nbr)[1]),
+                           max(args.ase_steps, 3))
+    rate = args.ase_steps / run_s
+    return dict(engine="ase", n_replicas=1, replica_steps_per_s=rate, compile_s=compile_s,
+                step_over_force_ratio=(run_s / args.ase_steps) / force_s, speedup_vs_ase=1.0,
+                steps=args.ase_steps, n_frozen=int(not np.isfinite(atoms.get_forces()).all()))
+
+
+def bench_stablejax(s: dict, dtype: str, n_rep: int, args) -> dict:
+    """One compiled chunk of ``args.steps`` Langevin steps for ``n_rep`` replicas."""
+    from stablejax.simulate import make_simulator
+
+    model, params = s["model"], s["params"]
+    fpc = 10 if args.steps % 10 == 0 else 1
+    periodic = s["box"] is not None
+    sim = make_simulator(
+        model.energy_fn, masses=s["masses"], dt_fs=s["dt_fs"], n_dump=args.steps // fpc,
+        integrator="langevin", temperature_k=s["temperature_k"], gamma_per_ps=args.gamma_per_ps,
+        displacement_fn=model.displacement_fn if periodic else None,
+        shift_fn=model.shift_fn if periodic else None, neighbor_fn=model.neighbor_fn,
+        frames_per_chunk=fpc)
+    noise = 0.01 * jax.random.normal(jax.random.PRNGKey(1), (n_rep,) + s["R"].shape)
+    R = jnp.asarray(s["R"], dtype) + noise.astype(dtype)
+    state = jax.block_until_ready(sim.init(params, R, jax.random.PRNGKey(2)))
+    t = time.perf_counter()
+    chunk = sim.run_chunk.lower(params, state).compile()
+    compile_s = time.perf_counter() - t
+    state = jax.block_until_ready(chunk(params, state)[0])  # warm-up
+    holder = {"state": state}
+
+    def one_chunk():
+        holder["state"] = chunk(params, holder["state"])[0]
+        return holder["state"]
+
+    run_s = _median_time(one_chunk, args.repeats)
+    overflow = bool(jnp.any(holder["state"].neighbor_overflow))
+
+    def grad_one(p, R, nbr):
+        kw = {} if nbr is None else {"neighbor": nbr}
+        return jax.grad(model.energy_fn, argnums=1)(p, R, **kw)
+
+    force = jax.vmap(grad_one, in_axes=(None, 0, 0 if periodic else None))
+
+    @jax.jit
+    def forces_loop(p, R, nbr):  # args.steps force evaluations, no dispatch in between
+        def body(R, _):
+            return R + 1e-6 * force(p, R, nbr), None  # carried so XLA cannot hoist it
+        return lax.scan(body, R, None, length=args.steps)[0]
+
+    R = holder["state"].positions
+    nbr = holder["state"].neighbor
+    jax.block_until_ready(forces_loop(params, R, nbr))
+    force_s = _median_time(lambda: forces_loop(params, R, nbr), args.repeats)
+    return dict(engine="stablejax", n_replicas=n_rep,
+                replica_steps_per_s=n_rep * args.steps / run_s, compile_s=compile_s,
+                step_over_force_ratio=run_s / force_s, steps=args.steps,
+                neighbor_overflow=overflow,
+                n_frozen=int(jnp.sum(holder["state"].frozen)))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 32, 128, 512])
+    p.add_argument("--systems", nargs="+", choices=["aspirin", "lj"], default=["aspirin", "lj"])
+    p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"],
+                   default=["float32", "float64"])
+    p.add_argument("--steps", type=int, default=1000, help="MD steps per timed chunk")
+    p.add_argument("--ase-steps", type=int, default=200, help="ASE steps per timed run")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gamma-per-ps", type=float, default=0.1)
+    p.add_argument("--lj-cells", type=int, default=4, help="fcc cells per side (4 k^3 atoms)")
+    p.add_argument("--data", default=None, help="data set directory with the aspirin structure")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
+    args = p.parse_args(argv)
+    if args.quick:  # tiny defaults; options given explicitly still win
+        p.set_defaults(replicas=[1, 4], steps=20, ase_steps=5, repeats=1, lj_cells=3)
+        args = p.parse_args(argv)
+    if args.steps < 1 or args.ase_steps < 1 or args.repeats < 1 or min(args.replicas) < 1:
+        p.error("--steps, --ase-steps, --repeats and --replicas must be >= 1")
+    device = jax.devices()[0]
+    for dtype in sorted(set(args.dtypes), key=["float32", "float64"].index):
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)  # last, so float32 runs are unaffected
+        for name in args.systems:
+            s = build_system(name, dtype, args)
+            base = dict(bench="md_throughput", system=s["system"], model=s["label"], dtype=dtype)
+            extra = dict(n_atoms=len(s["R"]), device=f"{device.platform}:{device.device_kind}",
+                         model_config=s["model_config"], quick=args.quick)
+            ase = bench_ase(s, dtype, args)
+            print(json.dumps(_line(base, ase, extra)), flush=True)
+            for n_rep in args.replicas:
+                r = bench_stablejax(s, dtype, n_rep, args)
+                r["speedup_vs_ase"] = r["replica_steps_per_s"] / ase["replica_steps_per_s"]
+                print(json.dumps(_line(base, r, extra)), flush=True)
+
+
+def _line(base: dict, result: dict, extra: dict) -> dict:
+    """The JSON record: the documented keys first, then details."""
+    keys = ("n_replicas", "engine", "replica_steps_per_s", "compile_s", "step_over_force_ratio",
+            "speedup_vs_ase")
+    return {**base, **{k: result[k] for k in keys}, **result, **extra}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""``python -m stablejax simulate``: outputs, stability table, summary, errors (tiny ethanol)."""
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from stablejax.cli.main import main
+from stablejax.cli.simulate import parse_time_fs
+from stablejax.data import generate_dataset, load_dataset, scale_config
+from stablejax.io import read_frames
+from stablejax.io.checkpoint import save_checkpoint
+from stablejax.observables import bond_lengths
+from stablejax.train.model_spec import spec_from_data
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    cfg = scale_config("ethanol", n_train=6, n_val=2, n_test=4, reference_ps=0.02,
+                       equilibration_ps=0.01, chunk_frames=2, sample_every=5,
+                       reference_sample_every=5)
+    data = generate_dataset(cfg, root / "data", n_workers=1)
+    ds = load_dataset(data)
+    spec = spec_from_data("schnet", ds.train, n_interactions=1, hidden_features=8, n_filters=8,
+                          n_gaussians=8)
+    model_dir = root / "model"
+    model_dir.mkdir()
+    spec.save(model_dir / "model.json")
+    params = spec.build().init(jax.random.PRNGKey(0), ds.train.positions[0])
+    save_checkpoint(model_dir / "best", 0, {"params": params})
+    return model_dir, data
+
+
+def _run(model_dir, data, out, *extra):
+    return main(["simulate", "--checkpoint", str(model_dir), "--data", str(data),
+                 "--replicas", "3", "--time", "20fs", "--dt-fs", "0.5",
+                 "--frame-interval-fs", "5", "--frames-per-chunk", "2", "--out", str(out),
+                 *extra])
+
+
+def test_parse_time():
+    assert parse_time_fs("10ps") == 10_000
+    assert parse_time_fs("500fs") == 500
+    assert parse_time_fs("1ns") == 1e6
+    assert parse_time_fs("2.5") == 2500  # bare number: ps
+    for bad in ("10 s", "ps", "-1ps", "0fs", "1e"):
+        with pytest.raises(ValueError, match="--time"):
+            parse_time_fs(bad)
+
+
+def test_simulate_extxyz(dirs, tmp_path):
+    model_dir, data = dirs
+    ds = load_dataset(data)
+    out = tmp_path / "out"
+    assert _run(model_dir, data, out) == 0
+    # 20 fs at 5 fs per frame = 4 frames per replica, written in 2 chunks of 2 frames.
+    rows = list(csv.DictReader(open(out / "stability.csv")))
+    assert [int(r["replica"]) for r in rows] == [0, 1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and not summary["interrupted"]
+    assert summary["simulated_ps"] == pytest.approx(0.02)
+    assert summary["n_replicas"] == 3
+    n_unstable = 0
+    for r in rows:
+        frames = read_frames(out / "trajectories" / f"replica_{int(r['replica']):04d}.extxyz")
+        assert frames.n_frames == int(r["n_frames"])
+        np.testing.assert_array_equal(frames.atomic_numbers, ds.system.atomic_numbers)
+        stable = r["stable_whole_run"] == "True"
+        assert stable == (r["first_unstable_time_ps"] == "")
+        n_unstable += not stable
+        if frames.n_frames:
+            # The table's max deviation is the bond criterion on the written frames (float32).
+            dev = np.abs(bond_lengths(frames.positions, ds.system.bonds)
+                         - ds.system.reference_bond_lengths).max()
+            assert float(r["max_bond_deviation_angstrom"]) == pytest.approx(dev, abs=1e-4)
+            # Starts from test structures: 20 fs at 500 K moves atoms by well under 1 A.
+            R0 = ds.test.positions[int(r["start_test_frame"])]
+            assert np.abs(frames.positions[0] - R0).max() < 1.0
+    assert summary["n_unstable"] == n_unstable
+    assert summary["n_stable_whole_run"] == 3 - n_unstable
+    if summary["n_stable_frames"]:
+        assert summary["hr_mae"] >= 0 and summary["bond_length_distribution_mae"] >= 0
+    # Re-running into the same directory without --overwrite is refused.
+    assert _run(model_dir, data, out) == 1
+    assert _run(model_dir, data, out, "--overwrite", "--format", "npz") == 0
+    with np.load(out / "trajectories.npz") as z:
+        assert z["positions"].shape == (3, 4, ds.system.n_atoms, 3)
+        np.testing.assert_allclose(z["time_ps"], [0.005, 0.01, 0.015, 0.02])
+    assert not list((out / "trajectories").glob("*.extxyz"))
+
+
+def test_errors(dirs, tmp_path, capsys):
+    model_dir, data = dirs
+    assert _run(model_dir, data, tmp_path / "a", "--time", "10 parsecs") == 1
+    assert "--time" in capsys.readouterr().err
+    assert _run(tmp_path / "missing", data, tmp_path / "b") == 1
+    assert "no such model directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert _run(tmp_path / "empty", data, tmp_path / "c") == 1
+    assert "model.json" in capsys.readouterr().err
+    assert _run(model_dir, tmp_path / "nodata", tmp_path / "d") == 1
+    assert "not a data set directory" in capsys.readouterr().err
+    assert _run(model_dir, data, tmp_path / "e", "--frame-interval-fs", "0.7") == 1
+    assert "--frame-interval-fs" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_what_was_simulated(dirs, tmp_path, monkeypatch):
+    """A Ctrl-C after the first chunk (of two) leaves its table, summary and npz on disk."""
+    import stablejax.cli.simulate as cli_simulate
+
+    class InterruptingBar(cli_simulate.ProgressBar):
+        def __call__(self, done, total, info=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_simulate, "ProgressBar", InterruptingBar)
+    model_dir, data = dirs
+    out = tmp_path / "out"
+    assert _run(model_dir, data, out, "--format", "npz") == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and not summary["finished"]
+    assert summary["simulated_ps"] == pytest.approx(0.01)  # one chunk: 2 frames x 5 fs
+    rows = list(csv.DictReader(open(out / "stability.csv")))
+    assert len(rows) == 3
+    with np.load(out / "trajectories.npz") as z:
+        assert z["positions"].shape[:2] == (3, 2)
+        assert json.loads(str(z["metadata"]))["interrupted"]
+        assert sum(int(r["n_frames"]) for r in rows) == int(z["valid"].sum())
