@@ -65,15 +65,7 @@ def info(argv: list[str]) -> int:
     kwargs = {}
     if args.energy_unit and not args.path.is_dir():
         kwargs["energy_unit"] = args.energy_unit
-    if args.path.is_dir():
-        out = dataset_info(args.path)
-    else:
-        from stablejax.io import read_frames
-        from stablejax.data.dataset import _formula, _label_stats
-
-        fr = read_frames(args.path, **kwargs)
-        out = {"path": str(args.path), "n_frames": fr.n_frames, "n_atoms": fr.n_atoms,
-               "formula": _formula(fr), "pbc": list(fr.pbc), **_label_stats(fr)}
+    out = dataset_info(args.path, **kwargs)
     json.dump(out, sys.stdout, indent=1)
     print()
     return 0

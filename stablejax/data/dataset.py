@@ -59,8 +59,9 @@ def load_dataset(path: str | Path) -> Dataset:
     )
 
 
-def dataset_info(path: str | Path) -> dict:
-    """Summary of a data set directory or a single frames file (for ``stablejax data info``)."""
+def dataset_info(path: str | Path, **read_kwargs) -> dict:
+    """Summary of a data set directory or a single frames file (for ``stablejax data info``);
+    ``read_kwargs`` go to the file reader (e.g. ``energy_unit='kcal/mol'`` for MD17 npz)."""
     from stablejax.io.ase_io import read_frames
 
     path = Path(path)
@@ -81,7 +82,7 @@ def dataset_info(path: str | Path) -> dict:
                 out[k.removesuffix(".json")] = json.loads((path / k).read_text())
         out.update(_label_stats(ds.train))
         return out
-    frames = read_frames(path)
+    frames = read_frames(path, **read_kwargs)
     return {"path": str(path), "n_frames": frames.n_frames, "n_atoms": frames.n_atoms,
             "formula": _formula(frames), "pbc": list(frames.pbc), **_label_stats(frames)}
 
@@ -89,7 +90,7 @@ def dataset_info(path: str | Path) -> dict:
 def _formula(frames: Frames) -> str:
     from ase.formula import Formula
 
-    return str(Formula.from_list(frames.symbols).reduce()[0])
+    return Formula.from_list(frames.symbols).format("hill")
 
 
 def _label_stats(frames: Frames) -> dict:
