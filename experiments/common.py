@@ -51,6 +51,7 @@ class Plan:
     train: object  # TrainConfig
     evaluation: object  # EvalConfig
     notes: tuple[str, ...] = ()
+    data_overrides: dict = dataclasses.field(default_factory=dict)  # GenerationConfig fields
 
 
 def _stage(name: str):
@@ -76,7 +77,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         timings_path.write_text(json.dumps(timings, indent=1))
 
     t = _stage("data")
-    data_cfg = scale_config(plan.system, args.scale, seed=args.seed)
+    data_cfg = scale_config(plan.system, args.scale, seed=args.seed, **plan.data_overrides)
     with ProgressBar(f"[1/6 data] {plan.system} GFN2-xTB MD", unit="chunk") as bar:
         data_path = generate_dataset(data_cfg, args.data_dir, n_workers=args.workers,
                                      progress=bar)
