@@ -121,7 +121,7 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
     system = dataset.system
     n_dump = cfg.n_dump
     n_steps_total = round(cfg.time_ps * 1000 / cfg.dt_fs)
-    frames_per_chunk = max(1, min(50, n_steps_total // n_dump))
+    frames_per_chunk = max(1, min(10, n_steps_total // n_dump))  # progress every 10 frames
     spc = n_dump * frames_per_chunk
     n_chunks = math.ceil(n_steps_total / spc)
     sim = make_simulator_for(model, system, cfg, integrator=cfg.integrator,
