@@ -91,6 +91,12 @@ def boltzmann_loss(
     not be differentiated again (compute them with :func:`importance_weights`, preferably under
     ``jax.lax.stop_gradient``).
 
+    Cost: the forward pass evaluates the observable and the energy of every frame (the energy
+    only to exclude frames whose energy is non-finite and to return ``aux.energies``); the
+    backward pass is one chunked VJP (forward + reverse) of the weighted energy sum. So a
+    gradient costs about one energy evaluation more than a chunked energy+force pass. Skipping
+    the forward energies would need the validity of every frame before the weights c_i exist.
+
     Invalid frames: a frame is used only if ``mask`` is True and its inputs, observable, energy
     and log-weight are all finite. Others get weight exactly 0 and are replaced by a valid frame
     before the energy VJP, so NaN/inf cannot reach the gradient. With no valid frame, loss and
