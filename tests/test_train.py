@@ -155,10 +155,11 @@ def run_epochs(state, cfg, learn_step, n):
 
 
 def force_unstable(state, n_unstable: int):
-    """The same state, with the first ``n_unstable`` replicas marked unstable last epoch."""
+    """The same state, with the first ``n_unstable`` replicas marked unstable last epoch (and
+    in the simulation phase so far)."""
     mask = np.zeros(state.last_unstable.shape[0], bool)
     mask[:n_unstable] = True
-    return state.replace(last_unstable=jnp.asarray(mask))
+    return state.replace(last_unstable=jnp.asarray(mask), phase_unstable=jnp.asarray(mask))
 
 
 # --------------------------------------------------------------------------- the whole loop
@@ -289,6 +290,23 @@ def test_enters_learning_at_threshold_from_crossing_epoch_start(lj):
     assert tree_equal(entered.epoch_start, s1.epoch_start)
     assert float(entered.params["sigma"]) > 2.7  # one clipped SGD step, toward the truth
     assert re_["n_reset"] == 0 and int(entered.ring_count) == int(s1.ring_count)
+
+
+def test_unstable_count_builds_up_within_a_simulation_phase(lj):
+    """With fresh-velocity resets a failed replica need not fail again; it stays counted in the
+    simulation phase, so the fraction that triggers learning builds up (method.md §3)."""
+    cfg = base_cfg(max_frac_unstable=1.0)
+    s, _ = run_epochs(TrainState.create(lj.problem, sig(SIGMA_TRUE), cfg), cfg, lj.learn_step, 1)
+    first = np.zeros(8, bool)
+    first[:3] = True
+    s = s.replace(last_unstable=jnp.asarray(first), phase_unstable=jnp.asarray(first))
+    s2, rec = train_epoch(s, cfg, lj.learn_step)  # true sigma: nobody fails this epoch
+    assert rec["unstable_fraction"] == 0.0
+    assert rec["unstable_fraction_phase"] == 3 / 8
+    assert np.array_equal(np.asarray(s2.phase_unstable), first)
+    # With the threshold at 3/8 the next epoch learns although the last epoch had no failure.
+    s3, rec3 = train_epoch(s2, base_cfg(max_frac_unstable=0.375), lj.learn_step)
+    assert rec3["phase"] == "learning" and rec3["unstable_fraction_phase_before"] == 0.375
 
 
 def test_learning_restarts_every_epoch_from_learn_start(lj):

@@ -6,7 +6,10 @@ Each epoch simulates all replicas for ``cfg.steps_per_epoch`` steps.
   state (with fresh Maxwell-Boltzmann velocities unless ``fresh_velocities_on_reset=False``),
   stable ones continue; in the first epoch of a simulation phase a fraction
   ``reset_probability`` of stable replicas jumps to an older start-of-epoch checkpoint. When the
-  unstable fraction of an epoch reaches ``max_frac_unstable``, the next epoch enters learning.
+  fraction of replicas that went unstable at least once in the current simulation phase reaches
+  ``max_frac_unstable``, the next epoch enters learning (a reset replica stays counted: with
+  fresh velocities it need not fail again, while the reference's deterministic replay makes it
+  fail every epoch; both give the build-up of method.md §3).
 * Learning phase: every epoch re-simulates all replicas from the start states of the epoch that
   crossed the threshold with the current model, then takes one SGD step on
   g = g_obs + qm_weight * g_QM (clipped), where g_obs is the Boltzmann-estimator gradient of the
@@ -66,6 +69,7 @@ class TrainState:
     ring: ReplicaState  # [K] older start-of-epoch states of simulation epochs
     ring_count: Array  # () i32, states pushed into the ring so far
     last_unstable: Array  # [n_replicas] bool, unstable in the last epoch
+    phase_unstable: Array  # [n_replicas] bool, unstable at least once in this simulation phase
     sim_epochs_in_phase: Array  # () i32, epochs of the current simulation phase
     stable_streak: Array  # () i32, consecutive simulation epochs below the threshold
     key: Array  # [2] u32 PRNG key
@@ -101,6 +105,7 @@ class TrainState:
             replicas=replicas, epoch_start=replicas, learn_start=replicas, ring=ring,
             ring_count=jnp.asarray(0, jnp.int32),
             last_unstable=jnp.zeros((cfg.n_replicas,), bool),
+            phase_unstable=jnp.zeros((cfg.n_replicas,), bool),
             sim_epochs_in_phase=jnp.asarray(0, jnp.int32),
             stable_streak=jnp.asarray(0, jnp.int32), key=k_run, problem=problem)
 
@@ -247,10 +252,14 @@ def train_epoch(state: TrainState, cfg: TrainConfig, learn_step=None,
     learn_step = learn_step or make_learn_step(problem, cfg)
     key, k_start, k_learn = jax.random.split(state.key, 3)
     f_prev = state.unstable_fraction
+    # In a simulation phase the count builds up: a replica that failed once stays counted even
+    # if, reset with fresh velocities, it survives later epochs (the reference gets the same
+    # build-up from replaying failures deterministically).
+    f_phase = _fraction(state.phase_unstable)
     phase, lr, plateau = int(state.phase), state.learning_rate, state.plateau
     learn_start = state.learn_start
     entering = phase == Phase.SIMULATION and int(state.epoch) > 0 and \
-        f_prev >= cfg.max_frac_unstable
+        f_phase >= cfg.max_frac_unstable
     if entering:
         phase, lr, plateau = int(Phase.LEARNING), jnp.asarray(cfg.learning_rate, jnp.float32), \
             PlateauState.create()
@@ -277,11 +286,13 @@ def train_epoch(state: TrainState, cfg: TrainConfig, learn_step=None,
     epoch_obs_loss = epoch_obs_loss if math.isfinite(epoch_obs_loss) else None  # no stable frame
     record = {"epoch": int(state.epoch), "phase": Phase(phase).name.lower(),
               "cycle": int(state.cycle), "unstable_fraction": f_new,
-              "unstable_fraction_before": f_prev, "learning_rate": float(lr),
+              "unstable_fraction_before": f_prev, "unstable_fraction_phase_before": f_phase,
+              "learning_rate": float(lr),
               "hr_loss_stable_frames": epoch_obs_loss, **reset_info}
 
     params, cycle = state.params, int(state.cycle)
     sim_epochs, streak = int(state.sim_epochs_in_phase), int(state.stable_streak)
+    phase_unstable = state.phase_unstable
     if phase == Phase.LEARNING:
         mask = stable_frames if cfg.stable_frames_only else traj.valid
         frames = traj.positions.reshape((-1,) + traj.positions.shape[2:])
@@ -298,15 +309,20 @@ def train_epoch(state: TrainState, cfg: TrainConfig, learn_step=None,
             record["end_of_cycle"] = cycle
             # The next simulation phase restarts from the learning phase's start states.
             replicas, unstable, sim_epochs = learn_start, jnp.zeros_like(unstable), 0
+            phase_unstable = jnp.zeros_like(unstable)
         streak = 0
     else:
         sim_epochs += 1
-        streak = streak + 1 if (cycle > 0 and f_new < cfg.max_frac_unstable) else 0
+        phase_unstable = phase_unstable | unstable
+        f_phase_new = _fraction(phase_unstable)
+        record["unstable_fraction_phase"] = f_phase_new
+        streak = streak + 1 if (cycle > 0 and f_phase_new < cfg.max_frac_unstable) else 0
     new_state = state.replace(
         params=params, phase=jnp.asarray(phase, jnp.int32), epoch=state.epoch + 1,
         cycle=jnp.asarray(cycle, jnp.int32), learning_rate=jnp.asarray(lr, jnp.float32),
         plateau=plateau, replicas=replicas, epoch_start=start, ring=ring, ring_count=ring_count,
-        last_unstable=unstable, sim_epochs_in_phase=jnp.asarray(sim_epochs, jnp.int32),
+        last_unstable=unstable, phase_unstable=phase_unstable,
+        sim_epochs_in_phase=jnp.asarray(sim_epochs, jnp.int32),
         stable_streak=jnp.asarray(streak, jnp.int32), key=key)
     record["stable_streak"] = streak
     record["seconds"] = time.perf_counter() - t0

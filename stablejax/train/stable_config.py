@@ -43,7 +43,8 @@ class TrainConfig:
       stable_frames_only: learn only from frames recorded before a replica went unstable
         (default False: all finite frames, as the reference).
     Phase machine:
-      max_frac_unstable: enter learning when this fraction of replicas is unstable.
+      max_frac_unstable: enter learning when this fraction of replicas has gone unstable at
+        least once in the current simulation phase.
       min_frac_unstable: leave learning when the fraction is at most this.
       plateau_factor, plateau_patience: reduce-on-plateau of the learning rate on the
         unstable fraction, within a learning phase.
@@ -55,7 +56,8 @@ class TrainConfig:
       n_checkpoints_kept: older start-of-epoch states kept for those jumps (a ring buffer).
       n_epochs: epoch limit.
       stable_epochs: stop once, after at least one learning phase, this many consecutive
-        simulation epochs stay below ``max_frac_unstable`` (None: run all epochs).
+        simulation epochs keep the phase's unstable fraction below ``max_frac_unstable``
+        (None: run all epochs).
       seed: PRNG seed.
     """
 
