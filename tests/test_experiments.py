@@ -43,3 +43,26 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     run(plan, args, "test_pipeline")
     assert (run_dir / "eval_stable" / "summary.json").stat().st_mtime == mtime
     assert json.loads((run_dir / "summary.json").read_text())["eval_stable"] == summary["eval_stable"]
+
+
+def test_exploded_frames_do_not_poison_stable_frame_sums():
+    """Regression: an unstable replica that flew apart has no distance in the histogram range;
+    its normalised histogram is NaN and weighting it by 0 gave NaN bond/h(r) metrics."""
+    import jax.numpy as jnp
+
+    from stablejax.evaluate.stability_run import masked_frame_sum
+    from stablejax.observables.distances import distance_distribution
+    from stablejax.train.stable import _epoch_obs_loss
+
+    R = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 3)))
+    exploded = R[0] * 1e3  # every distance far beyond r_max
+    h_bad = distance_distribution(exploded, r_max=4.0)
+    assert not bool(jnp.all(jnp.isfinite(h_bad)))
+    h = jnp.stack([jnp.stack([distance_distribution(r, r_max=4.0) for r in R]),
+                   jnp.stack([distance_distribution(R[1], r_max=4.0), h_bad, h_bad])])
+    mask = jnp.asarray([[True, True, True], [True, False, False]])
+    sums = masked_frame_sum(h, mask)
+    assert bool(jnp.all(jnp.isfinite(sums)))
+    np.testing.assert_allclose(np.asarray(sums[1]), np.asarray(h[1, 0]), rtol=1e-6)
+    loss = _epoch_obs_loss(h, mask, jnp.full(h.shape[-1], 100.0 / h.shape[-1]))
+    assert bool(jnp.isfinite(loss))

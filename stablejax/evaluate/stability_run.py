@@ -115,6 +115,15 @@ def bootstrap_ci(values: np.ndarray, stat, n: int, seed: int) -> list[float]:
     return [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
 
 
+def masked_frame_sum(x, mask):
+    """Sum of ``x`` [n_rep, n_frames, d] over frames where ``mask`` [n_rep, n_frames].
+
+    ``where``, not a product: a frame that flew apart after its replica failed has no distance
+    in the histogram range, so its normalised histogram is NaN, and NaN * 0 is NaN.
+    """
+    return jnp.where(mask[..., None], x, 0.0).sum(1)
+
+
 def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConfig, *,
                    progress: ProgressFn | None = None) -> EvalResult:
     """Run the evaluation simulations of ``params`` and compute every metric."""
@@ -145,8 +154,7 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
         # positions [n_rep, n_fr, n_atoms, 3]; stable [n_rep, n_fr] -> per-replica sums
         h = jax.vmap(jax.vmap(hr_fn))(positions)
         b = jax.vmap(jax.vmap(bond_hist))(positions)
-        w = stable.astype(h.dtype)[..., None]
-        return (h * w).sum(1), (b * w).sum(1), stable.sum(1)
+        return masked_frame_sum(h, stable), masked_frame_sum(b, stable), stable.sum(1)
 
     h_sum = np.zeros((cfg.n_replicas, make_bins(cfg.hr_r_max_angstrom, 0.02).n_bins))
     b_sum = np.zeros((cfg.n_replicas, b_bins.n_bins))

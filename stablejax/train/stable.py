@@ -202,9 +202,10 @@ def make_learn_step(problem: Problem, cfg: TrainConfig):
 @jax.jit
 def _epoch_obs_loss(h, valid, target):
     """MSE of the mean h(r) of the selected frames vs the target (NaN when none is selected)."""
-    m = valid.reshape(-1).astype(h.dtype)
+    m = valid.reshape(-1)
     h = h.reshape(-1, h.shape[-1])
-    mean = jnp.sum(h * m[:, None], 0) / m.sum()
+    # where, not a product: h(r) of a frame that flew apart is NaN, and NaN * 0 is NaN.
+    mean = jnp.sum(jnp.where(m[:, None], h, 0.0), 0) / m.sum()
     return jnp.mean((mean - target) ** 2)
 
 
