@@ -98,8 +98,6 @@ def load_model_dir(run_dir: str | Path):
     raise FileNotFoundError(f"{run_dir}: no final/ or best/ parameter checkpoint")
 
 
-load_pretrained = load_model_dir
-
 
 def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path, *,
                       progress: ProgressFn | None = None) -> dict:

@@ -209,7 +209,7 @@ def _epoch_obs_loss(h, valid, target):
     return jnp.mean((mean - target) ** 2)
 
 
-def _start_states(state: TrainState, cfg: TrainConfig, phase: int, entering: bool,
+def _start_states(state: TrainState, cfg: TrainConfig, phase: int,
                   key: Array) -> tuple[ReplicaState, dict]:
     """Start states of this epoch and what was reset (method.md §3 step 2)."""
     sim = state.problem.simulator
@@ -266,7 +266,7 @@ def train_epoch(state: TrainState, cfg: TrainConfig, learn_step=None,
             PlateauState.create()
         learn_start = state.epoch_start
         state = state.replace(learn_start=learn_start)
-    start, reset_info = _start_states(state, cfg, phase, entering, k_start)
+    start, reset_info = _start_states(state, cfg, phase, k_start)
     start = _clear_flags(start)
     ring, ring_count = state.ring, state.ring_count
     if phase == Phase.SIMULATION:
