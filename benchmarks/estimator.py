@@ -17,7 +17,10 @@ the mean h(r) of 256 frames with 1.5x larger displacements; kT at 500 K. Compare
   per-frame gradients, all frames at once);
 * energy + force: ``lax.map`` over chunks of ``chunk_size`` frames of
   ``vmap(value_and_grad(energy_fn, argnums=1))``, the cost of evaluating the frames once, to
-  put the estimator's time in proportion (``estimator_over_energy_force``, target <= 1.2).
+  put the estimator's time in proportion (``estimator_over_energy_force``, target <= 1.2);
+* single pass: the estimator with ``forward_energies=False`` (no forward energy evaluation;
+  ``single_pass_s``, ``single_pass_over_energy_force``, and ``single_pass_grad_rel_diff``, its
+  gradient's relative difference to the estimator's, 0 up to round-off on finite frames).
 
 Each method runs in a fresh subprocess of this script (``--child``), so that its peak resident
 memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the child, reported as
@@ -145,6 +148,11 @@ def parent_config(args: argparse.Namespace, n_frames: int, chunk_size: int, scal
         record["energy_force_compile_s"] = est["energy_force_compile_s"]
         record["estimator_over_energy_force"] = _ratio(est["method"]["s"],
                                                        est["energy_force_chunked_s"])
+        sp = est["single_pass"]
+        record["single_pass_s"] = sp["s"]
+        record["single_pass_temp_gb"] = sp["temp_gb"]
+        record["single_pass_grad_rel_diff"] = sp["grad_rel_diff"]
+        record["single_pass_over_energy_force"] = _ratio(sp["s"], est["energy_force_chunked_s"])
         itemsize = 8 if args.x64 else 4
         predicted = n_frames * est["n_params"] * itemsize / GB
         record["baseline_predicted_gb"] = _sig(predicted)
@@ -307,6 +315,17 @@ def child(args: argparse.Namespace) -> dict:
         ef_s, _ = _median_seconds(jax, ef, (params, X), args.repeats)
         result["energy_force_chunked_s"] = round(ef_s, 5)
         result["energy_force_compile_s"] = round(ef_compile_s, 3)
+
+        def single_pass(p, x, t):
+            return jax.value_and_grad(boltzmann_loss)(p, x, target=t, chunk_size=chunk_size,
+                                                      forward_energies=False, **kw)
+
+        sp, _, sp_temp = _compile(jax, single_pass, params, X, target)
+        sp_s, (_, sp_grads) = _median_seconds(jax, sp, (params, X, target), args.repeats)
+        sp_flat = np.asarray(ravel_pytree(sp_grads)[0], dtype=np.float64)
+        result["single_pass"] = {"s": round(sp_s, 5), "temp_gb": sp_temp,
+                                 "grad_rel_diff": _sig(float(np.linalg.norm(sp_flat - flat)
+                                                             / np.linalg.norm(flat)))}
     return result
 
 

@@ -52,6 +52,23 @@ class Plan:
     evaluation: object  # EvalConfig
     notes: tuple[str, ...] = ()
     data_overrides: dict = dataclasses.field(default_factory=dict)  # GenerationConfig fields
+    train_frames: int | None = None
+    """Use only this many training frames (a seeded random subset of the data set's training
+    split) for pre-training and for StABlE's QM term: the paper's data-limited recipe. The
+    validation and test splits are unchanged."""
+
+
+def limit_training_frames(dataset, n: int | None, seed: int):
+    """The data set with a seeded random subset of ``n`` training frames (all if ``None``)."""
+    import numpy as np
+
+    if n is None:
+        return dataset
+    if not 0 < n <= dataset.train.n_frames:
+        raise ValueError(f"train_frames={n}: the data set at {dataset.path} has "
+                         f"{dataset.train.n_frames} training frames")
+    keep = np.sort(np.random.default_rng([seed, 7]).permutation(dataset.train.n_frames)[:n])
+    return dataset._replace(train=dataset.train[keep])
 
 
 def _stage(name: str):
@@ -81,12 +98,12 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     with ProgressBar(f"[1/6 data] {plan.system} GFN2-xTB MD", unit="chunk") as bar:
         data_path = generate_dataset(data_cfg, args.data_dir, n_workers=args.workers,
                                      progress=bar)
-    dataset = load_dataset(data_path)
+    dataset = limit_training_frames(load_dataset(data_path), plan.train_frames, args.seed)
     done("data", t)
     (run_dir / "experiment.json").write_text(json.dumps({
         "experiment": experiment, "scale": args.scale, "system": plan.system,
         "model": plan.model, "data set": str(data_path),
-        "frames train/val/test/reference": f"{dataset.train.n_frames}/{dataset.val.n_frames}/"
+        "frames train/val/test/reference (used)": f"{dataset.train.n_frames}/{dataset.val.n_frames}/"
                                            f"{dataset.test.n_frames}/{dataset.reference.n_frames}",
         "StABlE replicas x epoch": f"{plan.train.n_replicas} x "
                                    f"{plan.train.steps_per_epoch * plan.train.dt_fs / 1000} ps",

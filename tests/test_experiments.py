@@ -22,7 +22,8 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
                               hr_r_max_angstrom=4.0, n_bootstrap=20),
         data_overrides=dict(n_train=16, n_val=4, n_test=4, reference_ps=0.02,
                             equilibration_ps=0.01, chunk_frames=4, sample_every=5,
-                            reference_sample_every=5))
+                            reference_sample_every=5),
+        train_frames=12)
     args = Args(scale="demo", run_dir=tmp_path / "run", data_dir=tmp_path / "data", workers=1)
     report = run(plan, args, "test_pipeline")
     run_dir = tmp_path / "run"
@@ -38,11 +39,33 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert np.isfinite(s["test_force_mae_mev_per_angstrom"])
     records = (run_dir / "stable_model" / "stable" / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 2
+    info = json.loads((run_dir / "experiment.json").read_text())
+    assert info["frames train/val/test/reference (used)"].startswith("12/4/4/")
     # Everything is on disk: a second call redoes no stage and gives the same summary.
     mtime = (run_dir / "eval_stable" / "summary.json").stat().st_mtime
     run(plan, args, "test_pipeline")
     assert (run_dir / "eval_stable" / "summary.json").stat().st_mtime == mtime
     assert json.loads((run_dir / "summary.json").read_text())["eval_stable"] == summary["eval_stable"]
+
+
+def test_plans_of_every_scale_build_and_training_subset_is_checked(tmp_path):
+    import pytest
+
+    from experiments import ac_ala3_nhme_nequip, aspirin_schnet
+    from experiments.common import limit_training_frames
+    from stablejax.data.dataset import Dataset
+    from stablejax.data.frames import make_frames
+
+    for module in (aspirin_schnet, ac_ala3_nhme_nequip):
+        for scale in ("demo", "cpu", "paper"):
+            assert module.make_plan(scale).train.n_epochs > 0
+    frames = make_frames(np.zeros((10, 3, 3)), np.array([1, 1, 8]), energies=np.zeros(10),
+                         forces=np.zeros((10, 3, 3)))
+    ds = Dataset(None, frames, frames, frames, frames, 1.0, tmp_path)
+    sub = limit_training_frames(ds, 4, seed=0)
+    assert sub.train.n_frames == 4 and sub.val.n_frames == 10
+    with pytest.raises(ValueError, match="train_frames=11.*10 training frames"):
+        limit_training_frames(ds, 11, seed=0)
 
 
 def test_exploded_frames_do_not_poison_stable_frame_sums():

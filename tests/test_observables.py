@@ -139,7 +139,8 @@ def test_bond_lengths_distribution_and_local_deviation():
     centres = (np.arange(100) + 0.5) * 0.05
     for t in range(2):
         per = [np_smeared(d[types == t], centres, 0.05) for d in d_np]
-        np.testing.assert_allclose(got[t], np.mean([100 * h / h.sum() for h in per], 0), rtol=1e-10)
+        np.testing.assert_allclose(got[t], np.mean([100 * h / h.sum() for h in per], 0), rtol=1e-10,
+                                   atol=1e-12)
     dev = jnp.abs(bond_lengths(jnp.asarray(frames), bonds) - 1.0)
     local = max_deviation_per_molecule(dev, np.array([0, 0, 1, 1]), 2)
     np.testing.assert_allclose(local, np.abs(d_np - 1).reshape(5, 2, 2).max(-1), rtol=1e-12)

@@ -338,3 +338,28 @@ def test_bad_settings_and_inputs_raise_clear_errors():
     nve = make_simulator(tetra_energy, integrator="nve", **kw)
     with pytest.raises(ValueError, match="NVE without a temperature"):
         nve.init(TETRA_PARAMS, tetra_positions(2), jax.random.key(0))
+
+
+@pytest.mark.filterwarnings("ignore:scatter inputs have incompatible types:FutureWarning")  # JAX-MD, x64
+def test_batched_neighbor_update_equals_vmapped_update_and_skips_needless_rebuilds():
+    from stablejax.simulate.neighbors import (_rebuild_predicate, allocate_batched,
+                                              make_batched_update)
+
+    L = 11.4
+    disp, _ = space.periodic_general(jnp.eye(3) * L, fractional_coordinates=False)
+    nbr_fn = partition.neighbor_list(disp, L, 5.0, dr_threshold=0.5, format=partition.Dense)
+    assert _rebuild_predicate(nbr_fn) is not None  # the pinned jax-md's closure layout
+    grid = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3) * (L / 3)
+    R = jnp.asarray(grid[None] + 0.1 * np.asarray(jax.random.normal(jax.random.key(1), (3, 27, 3))))
+    lists = allocate_batched(nbr_fn, R)
+    update = jax.jit(make_batched_update(nbr_fn))
+    vupdate = jax.jit(jax.vmap(nbr_fn.update))
+    small = R + 0.1  # below dr_threshold / 2: nothing is rebuilt, reference positions kept
+    kept = update(small, lists)
+    np.testing.assert_array_equal(kept.reference_position, lists.reference_position)
+    moved = R.at[1, 5].add(jnp.array([0.4, 0.0, 0.0]))  # replica 1 needs a rebuild
+    a, b = update(moved, lists), vupdate(moved, lists)
+    np.testing.assert_array_equal(a.idx, b.idx)
+    np.testing.assert_array_equal(a.reference_position, b.reference_position)
+    np.testing.assert_array_equal(a.reference_position[1], moved[1])
+    np.testing.assert_array_equal(a.reference_position[0], lists.reference_position[0])

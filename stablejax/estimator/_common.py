@@ -121,11 +121,13 @@ def check_observable(
     return obs_shape, out.dtype, target
 
 
-def check_energy(energy_fn: Callable, params: PyTree, frames: PyTree) -> None:
+def check_energy(energy_fn: Callable, params: PyTree, frames: PyTree):
+    """Check that ``energy_fn`` returns a scalar; returns its dtype."""
     out = jax.eval_shape(energy_fn, params, one_frame_struct(frames))
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         shape = getattr(out, "shape", out)
         raise ValueError(f"energy_fn(params, frame) must return a scalar (eV), got {shape}")
+    return out.dtype
 
 
 def check_loss(loss_fn: Callable, obs_shape: tuple, dtype, target: Array) -> None:
@@ -205,6 +207,10 @@ def weighted_energy_grad(
     One reverse pass per chunk, accumulated in a ``lax.scan`` carry: memory is that of one
     chunk's energy VJP plus one parameter-shaped accumulator, independent of the number of
     frames. Per-frame parameter gradients are never formed. All frames must be finite.
+
+    A chunk in which a frame with a non-zero coefficient has a non-finite energy contributes
+    nothing (its gradient is replaced by zeros with ``where``, so NaN cannot leak); callers that
+    checked energies beforehand never hit this.
     """
     n = coef.shape[0]
     chunk = effective_chunk(chunk_size, n)
@@ -213,9 +219,11 @@ def weighted_energy_grad(
     def chunk_grad(p, xs, cs):
         def weighted(q):
             e = venergy(q, xs)
-            return jnp.sum(cs.astype(e.dtype) * e)
+            return jnp.sum(cs.astype(e.dtype) * e), e
 
-        return jax.grad(weighted)(p)
+        g, e = jax.grad(weighted, has_aux=True)(p)
+        ok = jnp.all(jnp.isfinite(e) | (cs == 0))
+        return jax.tree.map(lambda x: jnp.where(ok, x, jnp.zeros_like(x)), g)
 
     if chunk == n:
         return chunk_grad(params, frames, coef)

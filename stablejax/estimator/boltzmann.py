@@ -66,6 +66,7 @@ def boltzmann_loss(
     key: Array | None = None,
     log_weights: Array | None = None,
     has_aux: bool = False,
+    forward_energies: bool = True,
 ) -> Array | tuple[Array, EstimatorAux]:
     """Loss of the ensemble-averaged observable, differentiable by the Boltzmann estimator.
 
@@ -94,8 +95,14 @@ def boltzmann_loss(
     Cost: the forward pass evaluates the observable and the energy of every frame (the energy
     only to exclude frames whose energy is non-finite and to return ``aux.energies``); the
     backward pass is one chunked VJP (forward + reverse) of the weighted energy sum. So a
-    gradient costs about one energy evaluation more than a chunked energy+force pass. Skipping
-    the forward energies would need the validity of every frame before the weights c_i exist.
+    gradient costs about one energy evaluation more than a chunked energy+force pass.
+    ``forward_energies=False`` skips that forward energy pass (the gradient then costs about one
+    chunked energy+force pass plus the observables): validity is decided from the mask, the
+    inputs, observables and log-weights only, ``aux.energies`` is NaN (and gets no gradient), and
+    a backward chunk in which a frame with non-zero weight has a non-finite energy is dropped
+    from the gradient (NaN-free, but that gradient is then not the exact estimator). Use it for
+    frames whose energies are known to be finite, e.g. valid frames of ``stablejax.simulate``
+    (a replica whose forces turn non-finite is frozen and its frames marked invalid).
 
     Invalid frames: a frame is used only if ``mask`` is True and its inputs, observable, energy
     and log-weight are all finite. Others get weight exactly 0 and are replaced by a valid frame
@@ -123,6 +130,8 @@ def boltzmann_loss(
       log_weights: [n_frames] unnormalised log importance weights (e.g. -beta (U_theta -
         U_theta0)); None = uniform.
       has_aux: also return :class:`EstimatorAux`.
+      forward_energies: evaluate every frame's energy in the forward pass (exact validity
+        check, ``aux.energies``); False skips it (see Cost above).
 
     Returns:
       The scalar loss, or ``(loss, aux)`` with ``has_aux=True``.
@@ -138,7 +147,7 @@ def boltzmann_loss(
     C.check_kT(kT, required=scaling == "physical")
     frames, n = C.as_frames(frames)
     obs_shape, obs_dtype, target = C.check_observable(observable_fn, frames, target)
-    C.check_energy(energy_fn, params, frames)
+    energy_dtype = C.check_energy(energy_fn, params, frames)
     default_loss = loss_fn is None
     loss_fn = C.mse_loss if default_loss else loss_fn
     C.check_loss(loss_fn, obs_shape, obs_dtype, target)
@@ -149,26 +158,34 @@ def boltzmann_loss(
     kT = jnp.asarray(1.0 if kT is None else kT)
 
     core = _make_core(
-        energy_fn, observable_fn, loss_fn, default_loss, scaling, block_size, chunk_size, obs_shape
+        energy_fn, observable_fn, loss_fn, default_loss, scaling, block_size, chunk_size, obs_shape,
+        energy_dtype if not forward_energies else None,
     )
     loss, aux = core(params, frames, target, kT, mask, log_weights, perm)
     return (loss, aux) if has_aux else loss
 
 
 def _make_core(energy_fn, observable_fn, loss_fn, default_loss, scaling, block_size, chunk_size,
-               obs_shape):
-    """The custom-VJP function for one static configuration."""
+               obs_shape, skip_energies_dtype=None):
+    """The custom-VJP function for one static configuration (``skip_energies_dtype``: the
+    energy dtype when the forward energy pass is skipped, else None)."""
 
     def forward(params, frames, target, kT, mask, log_weights, perm):
-        def eval_frame(x):
-            return observable_fn(x), energy_fn(params, x)
+        if skip_energies_dtype is None:
+            def eval_frame(x):
+                return observable_fn(x), energy_fn(params, x)
 
-        obs, energies = C.map_frames(eval_frame, frames, chunk_size)
+            obs, energies = C.map_frames(eval_frame, frames, chunk_size)
+        else:
+            obs = C.map_frames(observable_fn, frames, chunk_size)
+            energies = jnp.full((obs.shape[0],), jnp.nan, skip_energies_dtype)
         n = energies.shape[0]
         obs = obs.reshape(n, -1)
         dtype = jnp.result_type(obs.dtype, energies.dtype, float)
         valid = mask & C.frames_finite(frames)
-        valid = valid & jnp.all(jnp.isfinite(obs), axis=1) & jnp.isfinite(energies)
+        valid = valid & jnp.all(jnp.isfinite(obs), axis=1)
+        if skip_energies_dtype is None:
+            valid = valid & jnp.isfinite(energies)
         if log_weights is not None:
             valid = valid & jnp.isfinite(log_weights)
         wt, wsum = C.normalised_log_weights(valid, log_weights, dtype)
@@ -206,7 +223,8 @@ def _make_core(energy_fn, observable_fn, loss_fn, default_loss, scaling, block_s
         g_loss, g_aux = ct
         vt = g_loss * v[ids] + g_aux.average.reshape(1, -1)  # [n, d]
         c = -coef * jnp.sum(centred * vt, axis=1)
-        c = c + jnp.where(valid, g_aux.energies, 0.0)
+        if skip_energies_dtype is None:
+            c = c + jnp.where(valid, g_aux.energies, 0.0)
         c = jnp.where(valid, c, 0.0)
         safe = C.replace_invalid(frames, valid)
         grad = jax.lax.cond(

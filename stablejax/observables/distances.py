@@ -113,15 +113,58 @@ def pair_distances(
     return jnp.sqrt(jnp.sum(dR**2, axis=-1))
 
 
+#: Gaussians are cut at this many sigma in :func:`gaussian_smeared_histogram` (exp(-32) ~ 1e-14
+#: of the peak: below float64 round-off of the histogram).
+SMEARING_TRUNCATE_SIGMAS: float = 8.0
+
+
 def gaussian_smeared_histogram(
     values: Array, centres: Array, sigma: float, weights: Array | None = None
 ) -> Array:
-    """sum_m w_m exp(-(c_k - x_m)^2 / (2 sigma^2)): values [m], centres [n_bins] -> [n_bins]."""
-    c = jnp.asarray(centres, values.dtype)
-    g = jnp.exp(-0.5 * ((c[None, :] - values[:, None]) / sigma) ** 2)
+    """sum_m w_m exp(-(c_k - x_m)^2 / (2 sigma^2)): values [m], centres [n_bins] -> [n_bins].
+
+    When ``centres`` is a concrete, evenly spaced array (``Bins.centres``), each value adds only
+    to the bins within ``SMEARING_TRUNCATE_SIGMAS`` sigma of it (a scatter-add of a few bins
+    instead of m x n_bins Gaussians: 50x less work for h(r) with sigma = dr / 2); the omitted
+    terms are below 1e-14 of each peak. Any non-finite value makes the whole histogram NaN,
+    as in the dense sum, so bad frames stay detectable.
+    """
+    local = _local_window(centres, sigma)
+    if local is None:
+        c = jnp.asarray(centres, values.dtype)
+        g = jnp.exp(-0.5 * ((c[None, :] - values[:, None]) / sigma) ** 2)
+        if weights is not None:
+            g = g * weights[:, None]
+        return jnp.sum(g, axis=0)
+    c0, dc, n_bins, half = local
+    finite = jnp.isfinite(values)
+    x = jnp.where(finite, values, c0)
+    k0 = jnp.round((x - c0) / dc).astype(jnp.int32)
+    k = k0[:, None] + jnp.arange(-half, half + 1, dtype=jnp.int32)[None, :]  # [m, 2 half + 1]
+    g = jnp.exp(-0.5 * ((c0 + dc * k.astype(values.dtype) - x[:, None]) / sigma) ** 2)
     if weights is not None:
         g = g * weights[:, None]
-    return jnp.sum(g, axis=0)
+    g = jnp.where((k >= 0) & (k < n_bins), g, 0.0)
+    h = jnp.zeros((n_bins,), g.dtype).at[jnp.clip(k, 0, n_bins - 1).reshape(-1)].add(
+        g.reshape(-1))
+    return jnp.where(jnp.all(finite), h, jnp.nan)
+
+
+def _local_window(centres, sigma: float):
+    """(first centre, spacing, n_bins, half-width in bins) for evenly spaced concrete centres
+    where a truncated window is narrower than the range; else None (dense sum)."""
+    if isinstance(centres, jax.core.Tracer):
+        return None
+    c = np.asarray(centres, dtype=np.float64)
+    if c.ndim != 1 or c.shape[0] < 2:
+        return None
+    dc = (c[-1] - c[0]) / (c.shape[0] - 1)
+    if not dc > 0 or not np.allclose(np.diff(c), dc, rtol=1e-9, atol=1e-12 * abs(c).max()):
+        return None
+    half = int(np.ceil(SMEARING_TRUNCATE_SIGMAS * float(sigma) / dc)) + 1
+    if 2 * half + 1 >= c.shape[0]:
+        return None
+    return float(c[0]), float(dc), int(c.shape[0]), half
 
 
 def normalise_to(h: Array, total: float = 100.0) -> Array:

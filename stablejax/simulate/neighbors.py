@@ -87,3 +87,54 @@ def allocate_batched(
         cell_capacity,
     )
     return jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
+
+
+def _rebuild_predicate(neighbor_fn: partition.NeighborListFns):
+    """JAX-MD's own "must rebuild" test of ``neighbor_fn.update``, or None if not found.
+
+    ``partition.neighbor_list(...).update`` rebuilds a list when some atom moved more than
+    dr_threshold / 2 from the list's reference position (``lax.cond`` on that test). Under
+    ``vmap`` over replicas the ``cond`` turns into a ``select`` that computes the rebuild every
+    step. To keep the rebuild rare we evaluate the same test (jax-md's ``metric_sq`` and
+    ``threshold_sq``, read from the closure of the pinned jax-md 0.2.29 update function) for the
+    whole batch outside the ``vmap``. Returns ``None`` (caller falls back to the plain vmapped
+    update, correct but slower) when the closure does not have that shape.
+    """
+    try:
+        update = neighbor_fn.update
+        outer = dict(zip(update.__code__.co_freevars, update.__closure__))
+        inner_fn = outer["neighbor_list_fn"].cell_contents
+        inner = dict(zip(inner_fn.__code__.co_freevars, inner_fn.__closure__))
+        if inner["_always_rebuild"].cell_contents:
+            return None
+        metric_sq = inner["metric_sq"].cell_contents
+        threshold_sq = inner["threshold_sq"].cell_contents
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+    def needs_rebuild(positions: Array, neighbors: Any) -> Array:
+        d = jax.vmap(jax.vmap(metric_sq))(positions, neighbors.reference_position)
+        return jnp.any(d > threshold_sq)
+
+    return needs_rebuild
+
+
+def make_batched_update(neighbor_fn: partition.NeighborListFns):
+    """``update(positions [n_rep, n_atoms, 3], lists) -> lists`` for a batch of replicas.
+
+    Equal to ``jax.vmap(neighbor_fn.update)``, but the rebuild runs (for the whole batch, each
+    replica still deciding for itself inside) only in steps where at least one replica needs
+    it, instead of every step.
+    """
+    vupdate = jax.vmap(neighbor_fn.update)
+    needs_rebuild = _rebuild_predicate(neighbor_fn)
+    if needs_rebuild is None:
+        logger.warning("could not read the rebuild test of this neighbor_fn; the neighbour "
+                       "lists of all replicas are rebuilt every step (correct, slower)")
+        return vupdate
+
+    def update(positions: Array, neighbors: Any) -> Any:
+        return jax.lax.cond(needs_rebuild(positions, neighbors),
+                            lambda: vupdate(positions, neighbors), lambda: neighbors)
+
+    return update

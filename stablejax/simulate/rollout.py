@@ -17,7 +17,7 @@ from jax_md import space
 
 from stablejax._types import Array, EnergyFn, Params, ProgressFn
 from stablejax.simulate.integrators import IntegratorSettings, build_integrator, set_momenta
-from stablejax.simulate.neighbors import allocate_batched, did_overflow
+from stablejax.simulate.neighbors import allocate_batched, did_overflow, make_batched_update
 from stablejax.simulate.state import (
     Criterion,
     ReplicaState,
@@ -231,15 +231,15 @@ def make_simulator(
         return _init_vmapped(params, R, momenta, keys, neighbor)
 
     # ------------------------------------------------------------ one chunk
-    def _chunk_one(params, rs: ReplicaState):
+    def _chunk_fns(params):
+        """Per-replica pieces of a chunk: one MD step given the step's neighbour list, and the
+        end-of-dump bookkeeping (criterion, frame)."""
         integ_fns = integrator_for(params)
 
-        def md_step(rs, _):
+        def md_step_with(rs, nbr_new):
             kw = {}
             overflow = rs.neighbor_overflow
-            nbr_new = None
-            if neighbor_fn is not None:
-                nbr_new = neighbor_fn.update(rs.md.position, rs.neighbor)
+            if nbr_new is not None:
                 overflow = overflow | did_overflow(nbr_new)
                 kw["neighbor"] = nbr_new
             md_new = integ_fns.step(rs.md, **kw)
@@ -251,25 +251,21 @@ def make_simulator(
                 unwrapped = jnp.where(advance, unwrapped + dR, unwrapped)
             step = rs.step + 1
             newly_frozen = ~ok & ~rs.frozen
-            return (
-                rs.replace(
-                    md=_select(advance, md_new, rs.md),
-                    neighbor=None if nbr_new is None else _select(advance, nbr_new, rs.neighbor),
-                    unwrapped=unwrapped,
-                    step=step,
-                    frozen=rs.frozen | newly_frozen,
-                    frozen_step=jnp.where(newly_frozen, step, rs.frozen_step),
-                    unstable=rs.unstable | newly_frozen,
-                    first_unstable_step=jnp.where(
-                        newly_frozen & ~rs.unstable, step, rs.first_unstable_step
-                    ),
-                    neighbor_overflow=overflow,
+            return rs.replace(
+                md=_select(advance, md_new, rs.md),
+                neighbor=None if nbr_new is None else _select(advance, nbr_new, rs.neighbor),
+                unwrapped=unwrapped,
+                step=step,
+                frozen=rs.frozen | newly_frozen,
+                frozen_step=jnp.where(newly_frozen, step, rs.frozen_step),
+                unstable=rs.unstable | newly_frozen,
+                first_unstable_step=jnp.where(
+                    newly_frozen & ~rs.unstable, step, rs.first_unstable_step
                 ),
-                None,
+                neighbor_overflow=overflow,
             )
 
-        def dump(rs, _):
-            rs, _ = lax.scan(md_step, rs, None, length=settings.n_dump)
+        def end_of_dump(rs):
             R = rs.md.position
             if criterion is not None:
                 bad, value = criterion(R)
@@ -296,9 +292,41 @@ def make_simulator(
             )
             return rs, frame
 
+        return md_step_with, end_of_dump
+
+    def _chunk_one(params, rs: ReplicaState):
+        """One replica's chunk (free space: every replica is independent; ``vmap``-ed)."""
+        md_step_with, end_of_dump = _chunk_fns(params)
+
+        def dump(rs, _):
+            rs, _ = lax.scan(lambda r, _: (md_step_with(r, None), None), rs, None,
+                             length=settings.n_dump)
+            return end_of_dump(rs)
+
         return lax.scan(dump, rs, None, length=settings.frames_per_chunk)
 
-    run_chunk = jax.jit(jax.vmap(_chunk_one, in_axes=(None, 0)))
+    def _chunk_batched(params, rs: ReplicaState):
+        """All replicas' chunk with neighbour lists: the list update runs on the whole batch
+        (rebuild only in steps where some replica needs it, see ``make_batched_update``),
+        the rest per replica under ``vmap``. Output frames [n_replicas, n_frames, ...]."""
+        md_step_with, end_of_dump = _chunk_fns(params)
+        vstep = jax.vmap(md_step_with)
+
+        def md_step(rs, _):
+            return vstep(rs, batched_update(rs.md.position, rs.neighbor)), None
+
+        def dump(rs, _):
+            rs, _ = lax.scan(md_step, rs, None, length=settings.n_dump)
+            return jax.vmap(end_of_dump)(rs)
+
+        rs, traj = lax.scan(dump, rs, None, length=settings.frames_per_chunk)
+        return rs, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)
+
+    if neighbor_fn is None:
+        run_chunk = jax.jit(jax.vmap(_chunk_one, in_axes=(None, 0)))
+    else:
+        batched_update = make_batched_update(neighbor_fn)
+        run_chunk = jax.jit(_chunk_batched)
 
     # ------------------------------------------------------ host-side helpers
     def reallocate_neighbors(state: ReplicaState, *, extra_positions=None, extra_capacity: int = 0):
