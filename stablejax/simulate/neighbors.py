@@ -122,19 +122,23 @@ def _rebuild_predicate(neighbor_fn: partition.NeighborListFns):
 def make_batched_update(neighbor_fn: partition.NeighborListFns):
     """``update(positions [n_rep, n_atoms, 3], lists) -> lists`` for a batch of replicas.
 
-    Equal to ``jax.vmap(neighbor_fn.update)``, but the rebuild runs (for the whole batch, each
-    replica still deciding for itself inside) only in steps where at least one replica needs
-    it, instead of every step.
+    Equal to ``jax.vmap(neighbor_fn.update)``, without its cost: under ``vmap`` JAX-MD's
+    rebuild ``cond`` becomes a ``select`` that rebuilds every replica's list every step. Here
+    the replicas are visited one after another (``lax.map``), so each keeps JAX-MD's own
+    ``cond`` and rebuilds only when it must, and that loop runs only in steps where at least
+    one replica needs a rebuild (the same test evaluated for the whole batch).
     """
-    vupdate = jax.vmap(neighbor_fn.update)
     needs_rebuild = _rebuild_predicate(neighbor_fn)
     if needs_rebuild is None:
         logger.warning("could not read the rebuild test of this neighbor_fn; the neighbour "
                        "lists of all replicas are rebuilt every step (correct, slower)")
-        return vupdate
+        return jax.vmap(neighbor_fn.update)
+
+    def one_by_one(positions: Array, neighbors: Any) -> Any:
+        return jax.lax.map(lambda pn: neighbor_fn.update(*pn), (positions, neighbors))
 
     def update(positions: Array, neighbors: Any) -> Any:
         return jax.lax.cond(needs_rebuild(positions, neighbors),
-                            lambda: vupdate(positions, neighbors), lambda: neighbors)
+                            lambda: one_by_one(positions, neighbors), lambda: neighbors)
 
     return update
