@@ -49,8 +49,10 @@ LOSSES = {
 }
 
 
-def model_config(name: str, dtype: str, quick: bool) -> SchNetConfig | NequIPConfig:
-    """Paper hyperparameters, or a tiny model for ``--quick``."""
+def model_config(name: str, dtype: str, quick: bool, cpu_nequip: bool = False
+                 ) -> SchNetConfig | NequIPConfig:
+    """Paper hyperparameters, or a tiny model for ``--quick``; ``cpu_nequip``: the cpu-scale
+    NequIP of the experiments (``NequIPConfig.cpu_scale()``)."""
     if name == "schnet":
         if quick:
             return SchNetConfig(hidden_features=8, n_filters=8, n_interactions=1,
@@ -59,6 +61,8 @@ def model_config(name: str, dtype: str, quick: bool) -> SchNetConfig | NequIPCon
     if quick:
         return NequIPConfig(n_layers=1, hidden_irreps="2x0e+2x1o", radial_hidden=4,
                             radial_layers=1, param_dtype=dtype)
+    if cpu_nequip:
+        return NequIPConfig.cpu_scale(param_dtype=dtype)
     return NequIPConfig(param_dtype=dtype)
 
 
@@ -88,10 +92,10 @@ def _compile(fn, *args):
 
 
 def bench(name: str, dtype: str, batch: int, repeats: int, displacement: float,
-          quick: bool) -> dict:
+          quick: bool, cpu_nequip: bool = False) -> dict:
     """Throughput of one (model, dtype) configuration; returns the JSON record."""
     system = SYSTEMS[name]
-    cfg = model_config(name, dtype, quick)
+    cfg = model_config(name, dtype, quick, cpu_nequip)
     z, X_np = make_positions(system, batch, displacement, seed=0)
     avg_nn = None
     if name == "nequip":
@@ -141,6 +145,7 @@ def bench(name: str, dtype: str, batch: int, repeats: int, displacement: float,
         "n_params": n_params,
         "repeats": repeats,
         "quick": quick,
+        "size": "cpu_scale" if cpu_nequip else ("quick" if quick else "paper"),
         "device": jax.devices()[0].device_kind,
     }
     if avg_nn is not None:
@@ -160,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Gaussian displacement per Cartesian component, Angstrom")
     parser.add_argument("--quick", action="store_true",
                         help="tiny models, batch 4, 2 repeats (smoke test, seconds)")
+    parser.add_argument("--cpu-nequip", action="store_true",
+                        help="NequIP at the experiments' cpu-scale size (NequIPConfig.cpu_scale())")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1:
         parser.error("--batch and --repeats must be >= 1")
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         with jax.enable_x64(dtype == "float64"):
             for name in args.models:
                 record = bench(name, dtype, args.batch, args.repeats, args.displacement,
-                               args.quick)
+                               args.quick, args.cpu_nequip and name == "nequip")
                 print(json.dumps(record), flush=True)
 
 

@@ -10,12 +10,13 @@ Evaluation follows the paper's MD22 protocol: Nose-Hoover at 500 K, tolerance 0.
 from __future__ import annotations
 
 from experiments.common import Plan, main as run_main
+from stablejax.models.config import NequIPConfig  # noqa: E402 (after common sets OMP threads)
 
 SYSTEM = "ac-ala3-nhme"
 
 
 # CPU-scale NequIP (see the cpu plan's note): 5x cheaper than the paper's model on 2 cores.
-CPU_NEQUIP = dict(hidden_irreps="16x0e+16x1e+16x0o+16x1o", n_layers=2, radial_hidden=32)
+CPU_NEQUIP = dict(NequIPConfig.CPU_SCALE)
 
 
 def make_plan(scale: str, seed: int = 0) -> Plan:

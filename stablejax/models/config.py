@@ -139,6 +139,15 @@ class NequIPConfig:
         _check_species(name, self.species)
         _check_dtype(name, self.param_dtype)
 
+    #: Overrides of the cpu-scale model (16 channels per irrep, 2 layers, radial MLP 2x32):
+    #: ~7x fewer parameters and ~5x the MD throughput of the paper's model on a 2-core CPU.
+    CPU_SCALE = dict(hidden_irreps="16x0e+16x1e+16x0o+16x1o", n_layers=2, radial_hidden=32)
+
+    @classmethod
+    def cpu_scale(cls, **overrides) -> "NequIPConfig":
+        """The smaller NequIP used by the cpu-scale experiments (see ``CPU_SCALE``)."""
+        return cls(**{**cls.CPU_SCALE, **overrides})
+
     @property
     def cutoff(self) -> float:
         """Interaction cutoff in Angstrom (common name for both configs)."""
