@@ -71,6 +71,16 @@ def limit_training_frames(dataset, n: int | None, seed: int):
     return dataset._replace(train=dataset.train[keep])
 
 
+def same_parameters(a, b) -> bool:
+    """True when two parameter pytrees have the same structure and bitwise-equal leaves."""
+    import jax
+    import numpy as np
+
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    return ta == tb and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
 def _stage(name: str):
     logging.getLogger("stablejax.experiments").info("stage: %s", name)
     return time.perf_counter()
@@ -149,6 +159,17 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     done("stable", t)
     _, _, stable_params = load_model_dir(stable_dir)
 
+    if same_parameters(params, stable_params) and not (run_dir / "eval_stable").exists():
+        # No learning phase happened (no replica went unstable often enough): the StABlE model
+        # is the pre-trained one, and the evaluation (same settings, same seed) is
+        # deterministic, so it is reused instead of being run twice.
+        logging.getLogger("stablejax.experiments").info(
+            "StABlE never entered a learning phase: parameters unchanged, evaluation reused")
+        shutil.copytree(run_dir / "eval_pretrained", run_dir / "eval_stable")
+        s = json.loads((run_dir / "eval_stable" / "summary.json").read_text())
+        s["note"] = ("StABlE never entered a learning phase; the parameters equal the "
+                     "pre-trained ones and this is the pre-trained model's evaluation")
+        (run_dir / "eval_stable" / "summary.json").write_text(json.dumps(s, indent=1))
     evaluate("eval_stable", stable_params, "[5/6 evaluate StABlE]")
     _stage("report")
     report = write_report(run_dir, f"{experiment} ({args.scale} scale)")

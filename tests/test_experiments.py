@@ -39,6 +39,14 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert np.isfinite(s["test_force_mae_mev_per_angstrom"])
     records = (run_dir / "stable_model" / "stable" / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 2
+    # a StABlE run without a learning phase keeps the parameters; its evaluation is reused
+    from experiments.common import same_parameters
+    from stablejax.train.pipeline import load_model_dir
+
+    unchanged = same_parameters(load_model_dir(run_dir / "pretrain")[2],
+                                load_model_dir(run_dir / "stable_model")[2])
+    assert ("note" in summary["eval_stable"]) == unchanged
+    assert ("never entered a learning phase" in text) == unchanged
     info = json.loads((run_dir / "experiment.json").read_text())
     assert info["frames train/val/test/reference (used)"].startswith("12/4/4/")
     # Everything is on disk: a second call redoes no stage and gives the same summary.
