@@ -88,8 +88,9 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                   f"when a bond deviates > {any_s['tolerance_angstrom']} Å from its mean; "
                   "stability time = time to first failure (censored at the window); h(r) MAE = "
                   "10 x mean |h - h_ref| over stable frames (MDsim convention).", ""]
-        lines += [f"Note ({name}): {v[0]['note']}" for name, v in evals.items()
-                  if v[0].get("note")]
+        notes = [f"Note ({name}): {v[0]['note']}." for name, v in evals.items()
+                 if v[0].get("note")]
+        lines += [line for note in notes for line in (note, "")]
         _plot_evals(plt, run_dir, evals)
         lines += ["![survival](survival.png)", "", "![h(r)](hr.png)", "",
                   "![bond lengths](bonds.png)", ""]
