@@ -363,3 +363,20 @@ def test_batched_neighbor_update_equals_vmapped_update_and_skips_needless_rebuil
     np.testing.assert_array_equal(a.reference_position, b.reference_position)
     np.testing.assert_array_equal(a.reference_position[1], moved[1])
     np.testing.assert_array_equal(a.reference_position[0], lists.reference_position[0])
+
+
+@pytest.mark.parametrize("integrator", ["nose_hoover", "langevin"])
+def test_float32_simulation_does_not_warn_about_float64_sums(integrator):
+    # JAX-MD's kinetic energy asks for a float64 sum; under x32 JAX warns at every trace.
+    import warnings
+
+    sim = make_simulator(lambda p, R, **k: tetra_energy(p, R), masses=TETRA_MASSES, dt_fs=1.0,
+                         n_dump=2, frames_per_chunk=2, integrator=integrator,
+                         temperature_k=300.0)
+    # this module runs in float64; the warning only exists under x32
+    with jax.enable_x64(False), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = sim.init(TETRA_PARAMS, jnp.asarray(tetra_positions(2), jnp.float32),
+                         jax.random.key(0))
+        sim.run_chunk(TETRA_PARAMS, state)
+    assert not [w for w in caught if "Explicitly requested dtype float64" in str(w.message)]
