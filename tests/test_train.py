@@ -458,6 +458,19 @@ def test_qm_term_pulls_sigma_to_labels(lj):
         assert math.isclose(abs(float(new["sigma"]) - s0), 0.05, rel_tol=1e-4)  # clipped
 
 
+def test_learn_step_without_forward_energies_is_the_same_step(lj):
+    R = jnp.asarray(lj.problem.initial_positions[:6])
+    frames = R + 0.05 * jax.random.normal(jax.random.PRNGKey(3), R.shape)
+    mask = jnp.ones(6, bool)
+    outs = [make_learn_step(lj.problem, base_cfg(estimator_forward_energies=flag))(
+        sig(3.0), frames, mask, jax.random.PRNGKey(0), jnp.float32(0.05)) for flag in (True, False)]
+    (a, ia), (b, ib) = outs
+    assert int(ia["n_frames_used"]) == int(ib["n_frames_used"]) == 6
+    np.testing.assert_allclose(float(a["sigma"]), float(b["sigma"]), rtol=1e-6)
+    np.testing.assert_allclose(float(ia["grad_norm"]), float(ib["grad_norm"]), rtol=1e-5)
+    assert float(ia["grad_norm"]) > 0
+
+
 def test_config_must_match_state(lj):
     cfg = base_cfg()
     state = TrainState.create(lj.problem, sig(2.7), cfg)

@@ -156,7 +156,7 @@ def make_learn_step(problem: Problem, cfg: TrainConfig):
                               observable_fn=problem.observable_fn, target=target,
                               kT=problem.kT_ev, mask=mask, scaling=cfg.scaling,
                               block_size=cfg.block_size, chunk_size=cfg.chunk_size, key=key,
-                              has_aux=True)
+                              has_aux=True, forward_energies=cfg.estimator_forward_energies)
 
     def qm_grad(params, key):
         batches = problem.qm_batches

@@ -42,6 +42,10 @@ class TrainConfig:
       block_size: B of the 'reference' scaling; chunk_size: frames per energy evaluation.
       stable_frames_only: learn only from frames recorded before a replica went unstable
         (default False: all finite frames, as the reference).
+      estimator_forward_energies: evaluate every learning frame's energy in the estimator's
+        forward pass (exact validity check, default); False skips it, ~20% faster gradients
+        (``boltzmann_loss(forward_energies=False)``; the simulator already excludes frames of
+        replicas whose forces went non-finite).
     Phase machine:
       max_frac_unstable: enter learning when this fraction of replicas has gone unstable at
         least once in the current simulation phase.
@@ -82,6 +86,7 @@ class TrainConfig:
     block_size: int = 40
     chunk_size: int | None = 64
     stable_frames_only: bool = False
+    estimator_forward_energies: bool = True
     max_frac_unstable: float = 0.75
     min_frac_unstable: float = 0.0
     plateau_factor: float = 0.2
