@@ -10,17 +10,13 @@ Evaluation follows the paper's MD22 protocol: Nose-Hoover at 500 K, tolerance 0.
 from __future__ import annotations
 
 from experiments.common import Plan, main as run_main
-from stablejax.models.config import NequIPConfig  # noqa: E402 (after common sets OMP threads)
 
 SYSTEM = "ac-ala3-nhme"
 
 
-# CPU-scale NequIP (see the cpu plan's note): 5x cheaper than the paper's model on 2 cores.
-CPU_NEQUIP = dict(NequIPConfig.CPU_SCALE)
-
-
 def make_plan(scale: str, seed: int = 0) -> Plan:
     from stablejax.evaluate import EvalConfig
+    from stablejax.models import NequIPConfig
     from stablejax.train import PretrainConfig, TrainConfig
 
     ev = dict(integrator="nose_hoover", hr_r_max_angstrom=15.0, seed=seed)
@@ -39,7 +35,7 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
         return Plan(
             system=SYSTEM, model="nequip",
             pretrain=PretrainConfig.nequip(time_budget_s=8 * 60, seed=seed),
-            model_overrides=CPU_NEQUIP,
+            model_overrides=dict(NequIPConfig.CPU_SCALE),
             train_frames=200,
             train=TrainConfig.ac_ala3_nhme(n_replicas=16, steps_per_epoch=1000, n_epochs=16,
                                            learning_rate=1e-2, plateau_patience=4,

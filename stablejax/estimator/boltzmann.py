@@ -159,32 +159,31 @@ def boltzmann_loss(
 
     core = _make_core(
         energy_fn, observable_fn, loss_fn, default_loss, scaling, block_size, chunk_size, obs_shape,
-        energy_dtype if not forward_energies else None,
+        forward_energies, energy_dtype,
     )
     loss, aux = core(params, frames, target, kT, mask, log_weights, perm)
     return (loss, aux) if has_aux else loss
 
 
 def _make_core(energy_fn, observable_fn, loss_fn, default_loss, scaling, block_size, chunk_size,
-               obs_shape, skip_energies_dtype=None):
-    """The custom-VJP function for one static configuration (``skip_energies_dtype``: the
-    energy dtype when the forward energy pass is skipped, else None)."""
+               obs_shape, forward_energies, energy_dtype):
+    """The custom-VJP function for one static configuration."""
 
     def forward(params, frames, target, kT, mask, log_weights, perm):
-        if skip_energies_dtype is None:
+        if forward_energies:
             def eval_frame(x):
                 return observable_fn(x), energy_fn(params, x)
 
             obs, energies = C.map_frames(eval_frame, frames, chunk_size)
         else:
             obs = C.map_frames(observable_fn, frames, chunk_size)
-            energies = jnp.full((obs.shape[0],), jnp.nan, skip_energies_dtype)
+            energies = jnp.full((obs.shape[0],), jnp.nan, energy_dtype)
         n = energies.shape[0]
         obs = obs.reshape(n, -1)
         dtype = jnp.result_type(obs.dtype, energies.dtype, float)
         valid = mask & C.frames_finite(frames)
         valid = valid & jnp.all(jnp.isfinite(obs), axis=1)
-        if skip_energies_dtype is None:
+        if forward_energies:
             valid = valid & jnp.isfinite(energies)
         if log_weights is not None:
             valid = valid & jnp.isfinite(log_weights)
@@ -223,7 +222,7 @@ def _make_core(energy_fn, observable_fn, loss_fn, default_loss, scaling, block_s
         g_loss, g_aux = ct
         vt = g_loss * v[ids] + g_aux.average.reshape(1, -1)  # [n, d]
         c = -coef * jnp.sum(centred * vt, axis=1)
-        if skip_energies_dtype is None:
+        if forward_energies:
             c = c + jnp.where(valid, g_aux.energies, 0.0)
         c = jnp.where(valid, c, 0.0)
         safe = C.replace_invalid(frames, valid)

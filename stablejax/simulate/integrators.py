@@ -120,6 +120,10 @@ def _quiet_x32_sums(fn: Callable) -> Callable:
     return wrapped
 
 
+#: ``jax_md.simulate.kinetic_energy(state)`` (eV) without the float64-sum warning.
+kinetic_energy = _quiet_x32_sums(jmd_simulate.kinetic_energy)
+
+
 def build_integrator(
     energy_fn: Callable[..., Array], shift_fn: Callable, settings: IntegratorSettings
 ) -> IntegratorFns:

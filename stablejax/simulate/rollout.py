@@ -15,7 +15,12 @@ from jax import lax
 from jax_md import space
 
 from stablejax._types import Array, EnergyFn, Params, ProgressFn
-from stablejax.simulate.integrators import IntegratorSettings, build_integrator, set_momenta
+from stablejax.simulate.integrators import (
+    IntegratorSettings,
+    build_integrator,
+    kinetic_energy,
+    set_momenta,
+)
 from stablejax.simulate.neighbors import allocate_batched, did_overflow, make_batched_update
 from stablejax.simulate.state import (
     Criterion,
@@ -284,9 +289,7 @@ def make_simulator(
                 unstable=bad | rs.frozen,
                 metric=value,
                 step=rs.step,
-                # 0.5 sum p^2 / m as jax_md.simulate.kinetic_energy, summed in the state's
-                # dtype (jax-md's high-precision sum asks for float64 and warns under x32)
-                kinetic_energy=0.5 * jnp.sum(rs.md.momentum**2 / rs.md.mass),
+                kinetic_energy=kinetic_energy(rs.md),
                 potential_energy=energy_fn(params, R, **kw) if record_energy else None,
                 velocities=rs.md.momentum / rs.md.mass * FS if record_velocities else None,
                 unwrapped_positions=rs.unwrapped if record_unwrapped else None,
