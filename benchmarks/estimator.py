@@ -21,6 +21,14 @@ the mean h(r) of 256 frames with 1.5x larger displacements; kT at 500 K. Compare
 * single pass: the estimator with ``forward_energies=False`` (no forward energy evaluation;
   ``single_pass_s``, ``single_pass_over_energy_force``, and ``single_pass_grad_rel_diff``, its
   gradient's relative difference to the estimator's, 0 up to round-off on finite frames).
+* arithmetic floor: XLA's FLOP count (``compiled.cost_analysis()``) of ONE chunk of
+  ``chunk_size`` frames for the energy+force pass (``energy_force_gflops_per_chunk``) and for
+  the weighted-energy VJP with respect to the parameters that the estimator's backward pass
+  runs per chunk (``param_vjp_gflops_per_chunk``); their ratio ``param_vjp_flops_over_energy_
+  force`` is the least the single-pass estimator can cost relative to energy+force on this
+  model (a parameter VJP forms a weight gradient for every dense layer that a position
+  gradient does not need). Counted on one chunk, not on the ``lax.map`` over chunks, because
+  XLA's cost analysis counts a loop body once.
 
 Each method runs in a fresh subprocess of this script (``--child``), so that its peak resident
 memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the child, reported as
@@ -153,6 +161,10 @@ def parent_config(args: argparse.Namespace, n_frames: int, chunk_size: int, scal
         record["single_pass_temp_gb"] = sp["temp_gb"]
         record["single_pass_grad_rel_diff"] = sp["grad_rel_diff"]
         record["single_pass_over_energy_force"] = _ratio(sp["s"], est["energy_force_chunked_s"])
+        record["energy_force_gflops_per_chunk"] = est["flops"]["energy_force"]
+        record["param_vjp_gflops_per_chunk"] = est["flops"]["param_vjp"]
+        record["param_vjp_flops_over_energy_force"] = _ratio(est["flops"]["param_vjp"],
+                                                             est["flops"]["energy_force"])
         itemsize = 8 if args.x64 else 4
         predicted = n_frames * est["n_params"] * itemsize / GB
         record["baseline_predicted_gb"] = _sig(predicted)
@@ -217,6 +229,15 @@ def _compile(jax, fn, *args):
     analysis = compiled.memory_analysis()
     temp_gb = None if analysis is None else _sig(analysis.temp_size_in_bytes / GB)
     return compiled, compile_s, temp_gb
+
+
+def _gflops(jax, fn, *args) -> float | None:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return _sig(cost["flops"] / 1e9)
 
 
 def _median_seconds(jax, fn, args, repeats: int):
@@ -326,6 +347,19 @@ def child(args: argparse.Namespace) -> dict:
         result["single_pass"] = {"s": round(sp_s, 5), "temp_gb": sp_temp,
                                  "grad_rel_diff": _sig(float(np.linalg.norm(sp_flat - flat)
                                                              / np.linalg.norm(flat)))}
+
+        # Per-chunk FLOPs: energy+force vs the parameter VJP of a weighted energy sum.
+        x_chunk = X[:min(chunk_size, X.shape[0])]
+        venergy = jax.vmap(model.energy_fn, in_axes=(None, 0))
+
+        def param_vjp(p, x, w):
+            return jax.grad(lambda q: jnp.sum(w * venergy(q, x)))(p)
+
+        result["flops"] = {
+            "energy_force": _gflops(jax, venergy_force, params, x_chunk),
+            "param_vjp": _gflops(jax, param_vjp, params, x_chunk,
+                                 jnp.ones(x_chunk.shape[0], dtype)),
+        }
     return result
 
 

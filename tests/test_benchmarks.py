@@ -62,6 +62,10 @@ def test_estimator_quick_x64():
                     "energy_force_chunked_s", "estimator_over_energy_force"):
             assert _positive(r[key]), (key, r)
         assert r["estimator_peak_rss_gb"] >= r["estimator_setup_rss_gb"]
+        # XLA's FLOP count of one chunk: a parameter VJP forms weight gradients on top of
+        # everything a position gradient needs, so it costs more arithmetic than energy+force.
+        assert _positive(r["energy_force_gflops_per_chunk"]), r
+        assert r["param_vjp_flops_over_energy_force"] > 1.0, r
     assert ran["baseline"] == "ran"
     assert ran["grad_rel_diff"] < 1e-6 and ran["loss_rel_diff"] < 1e-12
     for key in ("baseline_s", "baseline_temp_gb", "baseline_peak_rss_gb", "memory_ratio",

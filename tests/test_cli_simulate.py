@@ -128,3 +128,18 @@ def test_ctrl_c_keeps_what_was_simulated(dirs, tmp_path, monkeypatch):
         assert z["positions"].shape[:2] == (3, 2)
         assert json.loads(str(z["metadata"]))["interrupted"]
         assert sum(int(r["n_frames"]) for r in rows) == int(z["valid"].sum())
+
+
+def test_evaluate_cli_uses_shared_md_flags(dirs, tmp_path, capsys):
+    """``stablejax evaluate`` takes the same simulation flags as ``simulate`` and applies them."""
+    model_dir, data = dirs
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(data), "--replicas", "2",
+                 "--time-ps", "0.01", "--dt-fs", "0.5", "--frame-interval-fs", "5",
+                 "--integrator", "nose_hoover", "--tolerance-angstrom", "0.4",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_replicas"] == 2
+    assert summary["integrator"] == "nose_hoover"
+    assert summary["tolerance_angstrom"] == pytest.approx(0.4)
+    assert "written:" in capsys.readouterr().out

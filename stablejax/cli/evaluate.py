@@ -13,7 +13,22 @@ from stablejax.cli.progress import ProgressBar
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluateArgs:
+class MDFlags:
+    """Simulation flags shared by ``evaluate`` and ``simulate`` (method.md evaluation defaults)."""
+
+    integrator: Literal["langevin", "nose_hoover", "nve"] = "langevin"
+    gamma_per_ps: float = 0.1
+    temperature_k: float = 500.0
+    dt_fs: float = 0.5
+    tolerance_angstrom: float = 0.5
+    """A replica is unstable once a bond deviates from its reference length by more than this."""
+    frame_interval_fs: float = 100.0
+    hr_r_max_angstrom: float = 10.0
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateArgs(MDFlags):
     """Long evaluation simulations of a model: stability times, h(r), bond lengths, force MAE."""
 
     model: Path = Path("runs/pretrain")
@@ -24,14 +39,6 @@ class EvaluateArgs:
     """Output directory (default: <model>/eval)."""
     replicas: int = 256
     time_ps: float = 1000.0
-    integrator: Literal["langevin", "nose_hoover", "nve"] = "langevin"
-    gamma_per_ps: float = 0.1
-    temperature_k: float = 500.0
-    dt_fs: float = 0.5
-    tolerance_angstrom: float = 0.5
-    frame_interval_fs: float = 100.0
-    hr_r_max_angstrom: float = 10.0
-    seed: int = 0
 
 
 def find_data(model_dir: Path) -> Path:

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
+from stablejax.cli.evaluate import MDFlags
 from stablejax.cli.progress import ProgressBar
 
 _TIME_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(fs|ps|ns)?\s*$")
@@ -32,8 +33,8 @@ _FS_PER = {"fs": 1.0, "ps": 1e3, "ns": 1e6, None: 1e3}
 _OUTPUTS = ("stability.csv", "summary.json", "trajectories.npz", "trajectories")
 
 
-@dataclasses.dataclass(frozen=True)
-class SimulateArgs:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimulateArgs(MDFlags):
     """Batched replica MD of a model with stability detection, streamed to disk."""
 
     checkpoint: Path
@@ -43,23 +44,15 @@ class SimulateArgs:
     """Time per replica: '10ps', '500fs', '1ns' (bare number: ps); rounded up to whole frames."""
     data: Path | None = None
     """Data set directory (default: the one recorded with the model)."""
-    integrator: Literal["langevin", "nose_hoover", "nve"] = "langevin"
-    gamma_per_ps: float = 0.1
-    temperature_k: float = 500.0
-    dt_fs: float = 0.5
-    tolerance_angstrom: float = 0.5
-    frame_interval_fs: float = 100.0
     frames_per_chunk: int = 10
     """Frames per compiled chunk (files are flushed after every chunk)."""
     stop_fraction: float = 1.0
     """Stop early once this fraction of the replicas is unstable."""
-    hr_r_max_angstrom: float = 10.0
     format: Literal["extxyz", "npz"] = "extxyz"
     out: Path | None = None
     """Output directory (default: <checkpoint>/simulate)."""
     overwrite: bool = False
     """Replace the outputs of an earlier run in --out."""
-    seed: int = 0
 
 
 def parse_time_fs(text: str) -> float:
