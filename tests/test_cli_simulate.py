@@ -143,3 +143,15 @@ def test_evaluate_cli_uses_shared_md_flags(dirs, tmp_path, capsys):
     assert summary["integrator"] == "nose_hoover"
     assert summary["tolerance_angstrom"] == pytest.approx(0.4)
     assert "written:" in capsys.readouterr().out
+
+
+def test_progress_bar_times_only_its_own_work():
+    """A bar whose first report is already at 5 of 10 (a resumed run) must not count those 5
+    as done in no time: its rate comes from the reports it timed."""
+    from stablejax.cli.progress import ProgressBar
+
+    with ProgressBar("resume", unit="epoch") as bar:
+        bar(5, 10)
+        bar(6, 10)
+        d = bar._bar.format_dict
+        assert d["initial"] == 5 and d["n"] == 6

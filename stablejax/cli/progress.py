@@ -14,7 +14,10 @@ class ProgressBar:
 
     def __call__(self, done: int, total: int, info: dict | None = None) -> None:
         if self._bar is None:
-            self._bar = tqdm(total=total, desc=self._desc, unit=self._unit, dynamic_ncols=True)
+            # Start from the first reported count (a resumed run, or a loop that reports after
+            # its first step), so the rate and ETA count only work timed by this bar.
+            self._bar = tqdm(total=total, initial=done, desc=self._desc, unit=self._unit,
+                             dynamic_ncols=True)
         self._bar.total = total
         self._bar.n = done
         if info and self._keys:
