@@ -61,7 +61,10 @@ class TrainConfig:
       n_epochs: epoch limit.
       stable_epochs: stop once, after at least one learning phase, this many consecutive
         simulation epochs keep the phase's unstable fraction below ``max_frac_unstable``
-        (None: run all epochs).
+        (None: run all epochs). Make it longer than the first simulation phase (the epochs
+        the pre-trained model takes to reach the threshold): a shorter one stops a model that
+        is no more stable than the pre-trained one (seen on aspirin: 5 stopped at epoch 49
+        while the pre-trained model had needed 13).
       seed: PRNG seed.
     """
 
