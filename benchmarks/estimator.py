@@ -260,6 +260,7 @@ def child(args: argparse.Namespace) -> dict:
     from jax.flatten_util import ravel_pytree
 
     from stablejax.estimator import boltzmann_loss, per_frame_gradient_baseline
+    from stablejax.estimator._common import weighted_energy_grad
     from stablejax.models import SchNetConfig, make_model
     from stablejax.observables.distances import (
         distance_distribution,
@@ -348,12 +349,12 @@ def child(args: argparse.Namespace) -> dict:
                                  "grad_rel_diff": _sig(float(np.linalg.norm(sp_flat - flat)
                                                              / np.linalg.norm(flat)))}
 
-        # Per-chunk FLOPs: energy+force vs the parameter VJP of a weighted energy sum.
+        # Per-chunk FLOPs: energy+force vs the estimator's own per-chunk kernel, the
+        # parameter VJP of a weighted energy sum (one chunk: no loop).
         x_chunk = X[:min(chunk_size, X.shape[0])]
-        venergy = jax.vmap(model.energy_fn, in_axes=(None, 0))
 
         def param_vjp(p, x, w):
-            return jax.grad(lambda q: jnp.sum(w * venergy(q, x)))(p)
+            return weighted_energy_grad(model.energy_fn, p, x, w, None)
 
         result["flops"] = {
             "energy_force": _gflops(jax, venergy_force, params, x_chunk),
