@@ -39,7 +39,9 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
             train_frames=50,
             train=TrainConfig.ac_ala3_nhme(n_replicas=16, steps_per_epoch=1000, n_epochs=60,
                                            learning_rate=5e-3, plateau_patience=4,
-                                           qm_max_batches=20, stable_epochs=4, seed=seed),
+                                           qm_max_batches=20, stable_epochs=4, n_dump=50,
+                                           max_frac_unstable=0.5,
+                                           max_learning_steps_per_epoch=5, seed=seed),
             evaluation=EvalConfig(n_replicas=16, time_ps=5.0, **ev),
             notes=("CPU scale: a smaller NequIP (16 channels per irrep, 2 layers, radial MLP "
                    "2x32; 16k parameters instead of 121k) because the paper's model runs ~27 "
@@ -52,7 +54,12 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
                    "(docs/results/ac_ala3_nhme_nequip-cpu-200). Evaluation 16 x 5 ps "
                    "(method.md section 7) for both models. SGD rate 5e-3 (paper 1e-3) for the "
                    "few learning epochs a CPU affords (1e-2 made the QM term oscillate on "
-                   "aspirin).",))
+                   "aspirin). Learning starts once 50% of the replicas have failed (paper 75%): "
+                   "at 75% the same 11 of 16 replicas failed over and over and learning began "
+                   "only at epoch 52 of 60 (docs/results/ac_ala3_nhme_nequip-cpu-s3). Frames "
+                   "every 50 steps and up to 5 SGD steps per learning epoch, steps 2-5 on the "
+                   "same frames importance-reweighted while their ESS stays >= 90% "
+                   "(method.md 6.12).",))
     if scale == "paper":
         return Plan(
             system=SYSTEM, model="nequip", pretrain=PretrainConfig.nequip(seed=seed),

@@ -478,3 +478,44 @@ def test_config_must_match_state(lj):
         train_epoch(state, base_cfg(n_replicas=4), lj.learn_step)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         train_epoch(state, base_cfg(steps_per_epoch=60), lj.learn_step)
+
+
+def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
+    """max_learning_steps_per_epoch=3: after the step on the fresh frames, two more steps reuse
+    them with importance weights (tiny steps keep the ESS near 1). The clipped one-parameter
+    step moves sigma by exactly lr each time, in the estimator's direction (sigma 2.8 is below
+    the true 3.4). With an ESS threshold of 1.0 no reuse is possible (any parameter change
+    lowers the ESS) and the epoch is bitwise the single-step epoch."""
+    lr = 1e-3
+    single = base_cfg(learning_rate=lr)
+    s0 = TrainState.create(lj.problem, sig(2.8), single)
+    s1, _ = train_epoch(s0, single, lj.learn_step)
+    forced = force_unstable(s1, 8)
+
+    s_one, r_one = train_epoch(forced, single, lj.learn_step)
+    assert r_one["phase"] == "learning" and r_one["learning_steps"] == 1
+    assert r_one["reuse_ess_fraction"] is None
+
+    reuse = base_cfg(learning_rate=lr, max_learning_steps_per_epoch=3,
+                     reuse_min_ess_fraction=0.5)
+    s_three, r_three = train_epoch(forced, reuse, lj.learn_step)
+    assert r_three["learning_steps"] == 3
+    assert 0.5 <= r_three["reuse_ess_fraction"] <= 1.0
+    assert "obs_loss_last_step" in r_three
+    d_one = float(s_one.params["sigma"]) - 2.8
+    d_three = float(s_three.params["sigma"]) - 2.8
+    np.testing.assert_allclose(d_one, lr, rtol=1e-3)
+    np.testing.assert_allclose(d_three, 3 * lr, rtol=1e-3)
+
+    strict = base_cfg(learning_rate=lr, max_learning_steps_per_epoch=3,
+                      reuse_min_ess_fraction=1.0)
+    s_strict, r_strict = train_epoch(forced, strict, lj.learn_step)
+    assert r_strict["learning_steps"] == 1 and r_strict["reuse_ess_fraction"] < 1.0
+    assert tree_equal(s_strict.params, s_one.params)
+
+
+def test_reuse_config_is_validated():
+    with pytest.raises(ValueError, match="max_learning_steps_per_epoch"):
+        base_cfg(max_learning_steps_per_epoch=0)
+    with pytest.raises(ValueError, match="reuse_min_ess_fraction"):
+        base_cfg(reuse_min_ess_fraction=0.0)

@@ -77,7 +77,7 @@ def importance_weights(
     C.check_energy(energy_fn, params, frames)
     ref = C.check_per_frame(ref_energies, n, "ref_energies", None)
     mask = C.check_per_frame(mask, n, "mask", bool)
-    energies = C.map_frames(lambda x: energy_fn(params, x), frames, chunk_size)
+    energies = frame_energies(params, frames, energy_fn, chunk_size=chunk_size)
     log_w = log_importance_weights(energies, ref, kT)
     valid = jnp.isfinite(log_w) & C.frames_finite(frames)
     if mask is not None:
@@ -85,6 +85,16 @@ def importance_weights(
     wt, wsum = C.normalised_log_weights(valid, log_w, log_w.dtype)
     w = wt / jnp.where(wsum > 0, wsum, 1.0)
     return ImportanceWeights(w, C.entropy_ess(w))
+
+
+def frame_energies(params: Params, frames: PyTree, energy_fn: Callable[[Params, PyTree], Array],
+                   *, chunk_size: int | None = 64) -> Array:
+    """U_theta(x_i) of every frame, [n_frames] in eV, ``chunk_size`` frames at a time: what to
+    store as ``ref_energies`` when frames are sampled (non-finite frames give non-finite values).
+    """
+    C.check_chunk_size(chunk_size)
+    frames, _ = C.as_frames(frames)
+    return C.map_frames(lambda x: energy_fn(params, x), frames, chunk_size)
 
 
 def log_importance_weights(energies: Array, ref_energies: Array, kT: float | Array) -> Array:

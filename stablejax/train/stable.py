@@ -14,7 +14,9 @@ Each epoch simulates all replicas for ``cfg.steps_per_epoch`` steps.
   crossed the threshold with the current model, then takes one SGD step on
   g = g_obs + qm_weight * g_QM (clipped), where g_obs is the Boltzmann-estimator gradient of the
   h(r) loss over the finite frames (``stablejax.estimator.boltzmann_loss``, one VJP) and g_QM
-  the energy/force-loss gradient on the QM training set (no new QM calls). The unstable fraction
+  the energy/force-loss gradient on the QM training set (no new QM calls). With
+  ``max_learning_steps_per_epoch > 1`` further steps reuse the epoch's frames, importance-
+  reweighted, while their effective sample size stays high (method.md 6.12). The unstable fraction
   measured before the step drives reduce-on-plateau; learning ends after ``max_lr_reductions``
   reductions or when the fraction is at most ``min_frac_unstable``.
 
@@ -38,7 +40,7 @@ import optax
 from flax import struct
 
 from stablejax._types import Array, Params, ProgressFn
-from stablejax.estimator import boltzmann_loss
+from stablejax.estimator import boltzmann_loss, frame_energies, importance_weights
 from stablejax.io.checkpoint import latest_step, restore_checkpoint, save_checkpoint
 from stablejax.simulate import ReplicaState
 from stablejax.simulate.state import where_replicas
@@ -136,8 +138,9 @@ def _clear_flags(rs: ReplicaState) -> ReplicaState:
 
 
 def make_learn_step(problem: Problem, cfg: TrainConfig):
-    """Jitted ``learn_step(params, frames, mask, key, lr) -> (params, info)``: one clipped SGD
-    step on g_obs + qm_weight * g_QM.
+    """Jitted ``learn_step(params, frames, mask, key, lr, log_weights=None) -> (params, info)``:
+    one clipped SGD step on g_obs + qm_weight * g_QM (``log_weights``: importance weights of
+    frames sampled under older parameters, see :func:`make_frame_reweighting`).
 
     Raises:
       ValueError: ``cfg.qm_weight > 0`` but ``problem.qm_batches`` is None.
@@ -151,10 +154,11 @@ def make_learn_step(problem: Problem, cfg: TrainConfig):
     energy_fn = lambda p, R: model.energy_fn(p, R)  # noqa: E731
     target = jnp.asarray(problem.target)
 
-    def obs_loss(params, frames, mask, key):
+    def obs_loss(params, frames, mask, key, log_weights):
         return boltzmann_loss(params, frames, energy_fn=energy_fn,
                               observable_fn=problem.observable_fn, target=target,
-                              kT=problem.kT_ev, mask=mask, scaling=cfg.scaling,
+                              kT=problem.kT_ev, mask=mask, log_weights=log_weights,
+                              scaling=cfg.scaling,
                               block_size=cfg.block_size, chunk_size=cfg.chunk_size, key=key,
                               has_aux=True, forward_energies=cfg.estimator_forward_energies)
 
@@ -177,10 +181,10 @@ def make_learn_step(problem: Problem, cfg: TrainConfig):
         return l / m, jax.tree.map(lambda x: x / m, g)
 
     @jax.jit
-    def learn_step(params, frames, mask, key, lr):
+    def learn_step(params, frames, mask, key, lr, log_weights=None):
         k_est, k_qm = jax.random.split(key)
         (l_obs, aux), g_obs = jax.value_and_grad(obs_loss, has_aux=True)(params, frames, mask,
-                                                                          k_est)
+                                                                          k_est, log_weights)
         if use_qm:
             l_qm, g_qm = qm_grad(params, k_qm)
             g = jax.tree.map(lambda a, b: a + cfg.qm_weight * b, g_obs, g_qm)
@@ -197,6 +201,52 @@ def make_learn_step(problem: Problem, cfg: TrainConfig):
         return new, info
 
     return learn_step
+
+
+def make_frame_reweighting(problem: Problem, cfg: TrainConfig):
+    """Jitted ``(energies, weights)`` for reusing a learning epoch's frames (method.md 6.12):
+    ``energies(params, frames) -> [n]`` eV, stored at sampling time, and
+    ``weights(params, frames, mask, ref_energies) -> ImportanceWeights`` under newer parameters,
+    at the sampling temperature (beta is physical whatever the estimator's scaling)."""
+    energy_fn = lambda p, R: problem.model.energy_fn(p, R)  # noqa: E731
+    energies = jax.jit(lambda p, f: frame_energies(p, f, energy_fn, chunk_size=cfg.chunk_size))
+    weights = jax.jit(lambda p, f, m, e0: importance_weights(
+        p, f, energy_fn, e0, problem.kT_ev, m, chunk_size=cfg.chunk_size))
+    return energies, weights
+
+
+def _learn(params, frames, mask, key, lr, cfg: TrainConfig, learn_step, reweighting,
+           epoch: int) -> tuple[Params, dict]:
+    """The SGD steps of one learning epoch: the first on the fresh frames, then up to
+    ``cfg.max_learning_steps_per_epoch - 1`` more on the same frames, importance-reweighted,
+    while their ESS stays >= ``cfg.reuse_min_ess_fraction`` of the usable frames. The record
+    carries the first step's losses and norms (those of the fresh frames)."""
+    params0 = params
+    params, info = learn_step(params, frames, mask, key, lr)
+    record = {k: (bool(v) if k == "finite" else float(v)) for k, v in info.items()}
+    if not record["finite"]:
+        log.warning("epoch %d: non-finite gradient, update skipped", epoch)
+    n_steps, ess_fraction = 1, None
+    if cfg.max_learning_steps_per_epoch > 1 and record["finite"]:
+        energies_fn, weights_fn = reweighting
+        e0 = energies_fn(params0, frames)
+        usable = mask & jnp.isfinite(e0)
+        n_usable = int(jnp.sum(usable))
+        for k in jax.random.split(jax.random.fold_in(key, 1),
+                                  cfg.max_learning_steps_per_epoch - 1):
+            w = weights_fn(params, frames, usable, e0)
+            ess_fraction = float(w.ess) / max(n_usable, 1)
+            if n_usable == 0 or ess_fraction < cfg.reuse_min_ess_fraction:
+                break
+            new, info_k = learn_step(params, frames, usable, k, lr, jnp.log(w.weights))
+            if not bool(info_k["finite"]):
+                break
+            params, n_steps = new, n_steps + 1
+            record["obs_loss_last_step"] = float(info_k["obs_loss"])
+            record["qm_loss_last_step"] = float(info_k["qm_loss"])
+    record["learning_steps"] = n_steps
+    record["reuse_ess_fraction"] = ess_fraction
+    return params, record
 
 
 @jax.jit
@@ -244,13 +294,20 @@ def _start_states(state: TrainState, cfg: TrainConfig, phase: int,
 
 
 def train_epoch(state: TrainState, cfg: TrainConfig, learn_step=None,
-                progress: ProgressFn | None = None) -> tuple[TrainState, dict]:
-    """One epoch of the phase machine; returns the new state and its log record."""
+                progress: ProgressFn | None = None,
+                reweighting=None) -> tuple[TrainState, dict]:
+    """One epoch of the phase machine; returns the new state and its log record.
+
+    ``learn_step`` and ``reweighting`` (from :func:`make_learn_step` and
+    :func:`make_frame_reweighting`) are built when not given; pass them to reuse compilations.
+    """
     t0 = time.perf_counter()
     _check_compatible(state, cfg)
     problem = state.problem
     sim = problem.simulator
     learn_step = learn_step or make_learn_step(problem, cfg)
+    if reweighting is None and cfg.max_learning_steps_per_epoch > 1:
+        reweighting = make_frame_reweighting(problem, cfg)
     key, k_start, k_learn = jax.random.split(state.key, 3)
     f_prev = state.unstable_fraction
     # In a simulation phase the count builds up: a replica that failed once stays counted even
@@ -297,10 +354,9 @@ def train_epoch(state: TrainState, cfg: TrainConfig, learn_step=None,
     if phase == Phase.LEARNING:
         mask = stable_frames if cfg.stable_frames_only else traj.valid
         frames = traj.positions.reshape((-1,) + traj.positions.shape[2:])
-        params, info = learn_step(params, frames, mask.reshape(-1), k_learn, lr)
-        if not bool(info["finite"]):
-            log.warning("epoch %d: non-finite gradient, update skipped", int(state.epoch))
-        record.update({k: (bool(v) if k == "finite" else float(v)) for k, v in info.items()})
+        params, info = _learn(params, frames, mask.reshape(-1), k_learn, lr, cfg, learn_step,
+                              reweighting, int(state.epoch))
+        record.update(info)
         # Scheduler and exit test use f measured before the update (method.md §3 step 4).
         plateau = plateau_update(plateau, f_new, factor=cfg.plateau_factor,
                                  patience=cfg.plateau_patience)
@@ -368,8 +424,9 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = N
             log.info("resumed StABlE training after epoch %d", int(state.epoch))
         _truncate_log(run_dir / "metrics.jsonl", int(state.epoch))
     learn_step = make_learn_step(state.problem, cfg)
+    reweighting = make_frame_reweighting(state.problem, cfg)
     while (reason := stop_reason(state, cfg)) is None:
-        state, record = train_epoch(state, cfg, learn_step, progress)
+        state, record = train_epoch(state, cfg, learn_step, progress, reweighting)
         if run_dir is not None:
             # The state checkpoint goes last: a run killed in between resumes from the previous
             # epoch, drops this epoch's log line (_truncate_log) and rewrites both identically.

@@ -42,6 +42,13 @@ class TrainConfig:
       block_size: B of the 'reference' scaling; chunk_size: frames per energy evaluation.
       stable_frames_only: learn only from frames recorded before a replica went unstable
         (default False: all finite frames, as the reference).
+      max_learning_steps_per_epoch: SGD steps a learning epoch may take on its frames (default
+        1, the reference). Steps after the first reuse the epoch's frames with importance
+        weights exp(-beta (U_theta - U_theta0)) (method.md 6.12) while their effective sample
+        size is at least ``reuse_min_ess_fraction`` of the usable frames; MD dominates an
+        epoch's cost, so reused steps are nearly free.
+      reuse_min_ess_fraction: ESS fraction below which the frames are not reused (0.9,
+        chemtrain's DiffTRe default).
       estimator_forward_energies: evaluate every learning frame's energy in the estimator's
         forward pass (exact validity check, default); False skips it, ~20% faster gradients
         (``boltzmann_loss(forward_energies=False)``; the simulator already excludes frames of
@@ -89,6 +96,8 @@ class TrainConfig:
     block_size: int = 40
     chunk_size: int | None = 64
     stable_frames_only: bool = False
+    max_learning_steps_per_epoch: int = 1
+    reuse_min_ess_fraction: float = 0.9
     estimator_forward_energies: bool = True
     max_frac_unstable: float = 0.75
     min_frac_unstable: float = 0.0
@@ -123,6 +132,8 @@ class TrainConfig:
              "None or >= 1")
         need("grad_clip_norm", self.grad_clip_norm > 0, "> 0")
         need("scaling", self.scaling in ("reference", "physical"), "'reference' or 'physical'")
+        need("max_learning_steps_per_epoch", self.max_learning_steps_per_epoch >= 1, ">= 1")
+        need("reuse_min_ess_fraction", 0 < self.reuse_min_ess_fraction <= 1, "in (0, 1]")
         need("max_frac_unstable", 0 < self.max_frac_unstable <= 1, "in (0, 1]")
         need("min_frac_unstable", 0 <= self.min_frac_unstable < self.max_frac_unstable,
              "in [0, max_frac_unstable)")
