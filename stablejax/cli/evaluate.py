@@ -57,12 +57,8 @@ def main(argv: list[str]) -> int:
 
     _, model, params = load_model_dir(args.model)
     dataset = load_dataset(args.data or find_data(args.model))
-    cfg = EvalConfig(temperature_k=args.temperature_k, dt_fs=args.dt_fs,
-                     integrator=args.integrator, gamma_per_ps=args.gamma_per_ps,
-                     n_replicas=args.replicas, time_ps=args.time_ps,
-                     tolerance_angstrom=args.tolerance_angstrom,
-                     frame_interval_fs=args.frame_interval_fs,
-                     hr_r_max_angstrom=args.hr_r_max_angstrom, seed=args.seed)
+    md = {f.name: getattr(args, f.name) for f in dataclasses.fields(MDFlags)}
+    cfg = EvalConfig(**md, n_replicas=args.replicas, time_ps=args.time_ps)
     with ProgressBar("[evaluate] steps", unit="step", postfix_keys=("simulated_ps", "n_unstable")
                      ) as bar:
         result = evaluate_model(model, params, dataset, cfg, progress=bar)
