@@ -97,3 +97,24 @@ def test_exploded_frames_do_not_poison_stable_frame_sums():
     np.testing.assert_allclose(np.asarray(sums[1]), np.asarray(h[1, 0]), rtol=1e-6)
     loss = _epoch_obs_loss(h, mask, jnp.full(h.shape[-1], 100.0 / h.shape[-1]))
     assert bool(jnp.isfinite(loss))
+
+
+def test_report_counts_reused_learning_steps(tmp_path):
+    """A training log alone makes a report with its history; learning epochs that reused
+    their frames are counted in SGD steps."""
+    from stablejax.evaluate.report import write_report
+
+    hist = tmp_path / "stable_model" / "stable"
+    hist.mkdir(parents=True)
+    base = dict(cycle=0, unstable_fraction=0.5, learning_rate=0.0, seconds=2.0,
+                hr_loss_stable_frames=0.01)
+    recs = [dict(base, epoch=0, phase="simulation"),
+            dict(base, epoch=1, phase="learning", learning_rate=1e-3, obs_loss=0.01,
+                 qm_loss=0.1, learning_steps=3, reuse_ess_fraction=0.95),
+            dict(base, epoch=2, phase="learning", learning_rate=1e-3, obs_loss=0.009,
+                 qm_loss=0.1, learning_steps=2, reuse_ess_fraction=0.88)]
+    (hist / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = write_report(tmp_path).read_text()
+    assert "3 epochs (2 learning: 5 SGD steps, 3 of them on reused, importance-reweighted " \
+           "frames), 6 s" in text
+    assert (tmp_path / "history.png").stat().st_size > 1000

@@ -99,9 +99,12 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     if hist is not None and hist.read_text().strip():
         records = [json.loads(x) for x in hist.read_text().splitlines() if x.strip()]
         _plot_history(plt, run_dir, records)
-        n_learn = sum(r["phase"] == "learning" for r in records)
+        learn = [r for r in records if r["phase"] == "learning"]
+        n_steps = sum(r.get("learning_steps", 1) for r in learn)
+        steps = (f": {n_steps} SGD steps, {n_steps - len(learn)} of them on reused, "
+                 "importance-reweighted frames" if n_steps > len(learn) else "")
         lines += ["## StABlE training", "",
-                  f"{len(records)} epochs ({n_learn} learning), "
+                  f"{len(records)} epochs ({len(learn)} learning{steps}), "
                   f"{sum(r['seconds'] for r in records):.0f} s; cycles completed: "
                   f"{max(r['cycle'] + ('end_of_cycle' in r) for r in records)}.", "",
                   "![history](history.png)", ""]
