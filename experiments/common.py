@@ -38,6 +38,9 @@ class Args:
     workers: int | None = None
     """Processes for GFN2-xTB data generation (default: all cores)."""
     seed: int = 0
+    train_overrides: str | None = None
+    """JSON object of TrainConfig fields that replace the plan's, e.g. '{"qm_weight": 0.01}'
+    (a variant of the plan; recorded in the report's notes). Use another --run-dir for it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +185,28 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     return report
 
 
+def with_train_overrides(plan: Plan, overrides: str | None) -> Plan:
+    """The plan with the TrainConfig fields of a JSON object replaced (None: unchanged)."""
+    if not overrides:
+        return plan
+    try:
+        fields = json.loads(overrides)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--train-overrides is not valid JSON ({e}): {overrides!r}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"--train-overrides must be a JSON object, got {overrides!r}")
+    known = {f.name for f in dataclasses.fields(plan.train)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"--train-overrides: unknown TrainConfig field(s) {unknown}")
+    train = dataclasses.replace(plan.train, **fields)
+    return dataclasses.replace(plan, train=train,
+                               notes=plan.notes + (f"Variant: TrainConfig overrides {fields}.",))
+
+
 def main(make_plan, experiment: str, argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv)
-    report = run(make_plan(args.scale, args.seed), args, experiment)
+    plan = with_train_overrides(make_plan(args.scale, args.seed), args.train_overrides)
+    report = run(plan, args, experiment)
     print(f"report: {report.resolve()}")
     return 0

@@ -118,3 +118,22 @@ def test_report_counts_reused_learning_steps(tmp_path):
     assert "3 epochs (2 learning: 5 SGD steps, 3 of them on reused, importance-reweighted " \
            "frames), 6 s" in text
     assert (tmp_path / "history.png").stat().st_size > 1000
+
+
+def test_train_overrides_make_a_checked_variant_of_a_plan():
+    import pytest
+
+    from experiments import aspirin_schnet
+    from experiments.common import with_train_overrides
+
+    plan = aspirin_schnet.make_plan("cpu")
+    assert with_train_overrides(plan, None) is plan
+    v = with_train_overrides(plan, '{"qm_weight": 0.01, "n_dump": 50}')
+    assert v.train.qm_weight == 0.01 and v.train.n_dump == 50
+    assert v.train.n_replicas == plan.train.n_replicas and "qm_weight" in v.notes[-1]
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['qm_wieght'\]"):
+        with_train_overrides(plan, '{"qm_wieght": 0.01}')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        with_train_overrides(plan, "{qm_weight: 0.01}")
+    with pytest.raises(ValueError, match="n_dump"):
+        with_train_overrides(plan, '{"n_dump": 0}')
