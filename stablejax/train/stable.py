@@ -140,7 +140,9 @@ def _clear_flags(rs: ReplicaState) -> ReplicaState:
 def make_learn_step(problem: Problem, cfg: TrainConfig):
     """Jitted ``learn_step(params, frames, mask, key, lr, log_weights=None) -> (params, info)``:
     one clipped SGD step on g_obs + qm_weight * g_QM (``log_weights``: importance weights of
-    frames sampled under older parameters, see :func:`make_frame_reweighting`).
+    frames sampled under older parameters, see :func:`make_frame_reweighting`). ``info`` holds
+    scalars (losses, norms, frames used, finite) and ``energies`` [n_frames], the frames' energies
+    under the step's input parameters (NaN with ``cfg.estimator_forward_energies=False``).
 
     Raises:
       ValueError: ``cfg.qm_weight > 0`` but ``problem.qm_batches`` is None.
@@ -197,7 +199,7 @@ def make_learn_step(problem: Problem, cfg: TrainConfig):
                            params, g)
         info = {"obs_loss": l_obs, "qm_loss": l_qm, "grad_norm": norm,
                 "obs_grad_norm": optax.tree.norm(g_obs), "n_frames_used": aux.n_valid,
-                "finite": finite}
+                "finite": finite, "energies": aux.energies}
         return new, info
 
     return learn_step
@@ -223,13 +225,15 @@ def _learn(params, frames, mask, key, lr, cfg: TrainConfig, learn_step, reweight
     carries the first step's losses and norms (those of the fresh frames)."""
     params0 = params
     params, info = learn_step(params, frames, mask, key, lr)
+    e_fresh = info.pop("energies")
     record = {k: (bool(v) if k == "finite" else float(v)) for k, v in info.items()}
     if not record["finite"]:
         log.warning("epoch %d: non-finite gradient, update skipped", epoch)
     n_steps, ess_fraction = 1, None
     if cfg.max_learning_steps_per_epoch > 1 and record["finite"]:
         energies_fn, weights_fn = reweighting
-        e0 = energies_fn(params0, frames)
+        # The estimator's forward pass already evaluated the fresh frames' energies.
+        e0 = e_fresh if cfg.estimator_forward_energies else energies_fn(params0, frames)
         usable = mask & jnp.isfinite(e0)
         n_usable = int(jnp.sum(usable))
         for k in jax.random.split(jax.random.fold_in(key, 1),
