@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,9 @@ class Args:
     workers: int | None = None
     """Processes for GFN2-xTB data generation (default: all cores)."""
     seed: int = 0
+    until: Literal["data", "pretrain", "eval_pretrained", "stable", "eval_stable"] | None = None
+    """Stop after this stage (default: run every stage and write the report); a later run
+    with the same --run-dir continues from there."""
     train_overrides: str | None = None
     """JSON object of TrainConfig fields that replace the plan's, e.g. '{"qm_weight": 0.01}'
     (a variant of the plan; recorded in the report's notes). Use another --run-dir for it."""
@@ -90,7 +94,8 @@ def _stage(name: str):
 
 
 def run(plan: Plan, args: Args, experiment: str) -> Path:
-    """Run (or resume) every stage; returns the report path."""
+    """Run (or resume) every stage up to ``args.until``; returns the report path (the run
+    directory when stopped early)."""
     configure_logging()
     from stablejax.data import generate_dataset, load_dataset, scale_config
     from stablejax.evaluate import evaluate_model
@@ -113,6 +118,8 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
                                      progress=bar)
     dataset = limit_training_frames(load_dataset(data_path), plan.train_frames, args.seed)
     done("data", t)
+    if args.until == "data":
+        return run_dir
     (run_dir / "experiment.json").write_text(json.dumps({
         "experiment": experiment, "scale": args.scale, "system": plan.system,
         "model": plan.model, "data set": str(data_path),
@@ -134,6 +141,8 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         pre = pretrain_on_dataset(dataset, plan.model, plan.pretrain, pre_dir,
                                   model_overrides=plan.model_overrides, progress=bar)
     done("pretrain", t)
+    if args.until == "pretrain":
+        return run_dir
     _, model, params = load_model_dir(pre_dir)
 
     def evaluate(name: str, params, label: str) -> None:
@@ -147,6 +156,8 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         done(name, t)
 
     evaluate("eval_pretrained", params, "[3/6 evaluate pre-trained]")
+    if args.until == "eval_pretrained":
+        return run_dir
 
     t = _stage("stable")
     stable_dir = run_dir / "stable_model"
@@ -160,6 +171,8 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
 
         stable_on_dataset(dataset, model, params, plan.train, stable_dir, progress=progress)
     done("stable", t)
+    if args.until == "stable":
+        return run_dir
     _, _, stable_params = load_model_dir(stable_dir)
 
     if same_parameters(params, stable_params) and not (run_dir / "eval_stable").exists():
@@ -174,6 +187,8 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
                      "pre-trained ones and this is the pre-trained model's evaluation")
         (run_dir / "eval_stable" / "summary.json").write_text(json.dumps(s, indent=1))
     evaluate("eval_stable", stable_params, "[5/6 evaluate StABlE]")
+    if args.until == "eval_stable":
+        return run_dir
     _stage("report")
     report = write_report(run_dir, f"{experiment} ({args.scale} scale)")
     summary = {name: json.loads((run_dir / name / "summary.json").read_text())
@@ -205,8 +220,13 @@ def with_train_overrides(plan: Plan, overrides: str | None) -> Plan:
 
 
 def main(make_plan, experiment: str, argv: list[str] | None = None) -> int:
-    args = tyro.cli(Args, args=argv)
+    doc = getattr(sys.modules.get(getattr(make_plan, "__module__", "")), "__doc__", None) or ""
+    args = tyro.cli(Args, args=argv, prog=f"python -m experiments.{experiment}",
+                    description=doc.strip() or None)
     plan = with_train_overrides(make_plan(args.scale, args.seed), args.train_overrides)
-    report = run(plan, args, experiment)
-    print(f"report: {report.resolve()}")
+    out = run(plan, args, experiment)
+    if args.until is not None:
+        print(f"stopped after stage {args.until}: {out.resolve()}")
+    else:
+        print(f"report: {out.resolve()}")
     return 0

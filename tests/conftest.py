@@ -9,7 +9,13 @@ import pytest  # noqa: E402
 @pytest.fixture
 def x64():
     """Enable float64 for one test (restored afterwards)."""
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def x64_module():
+    """Enable float64 for a whole test module: ``pytestmark =
+    pytest.mark.usefixtures("x64_module")``."""
+    with jax.enable_x64(True):
+        yield

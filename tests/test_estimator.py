@@ -25,12 +25,6 @@ N_ATOMS = 5
 BASE = np.array([[0, 0, 0], [1.1, 0, 0], [0, 1.1, 0], [0, 0, 1.1], [1.1, 1.1, 0.0]])
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def _pair_r(R):
     iu = np.triu_indices(R.shape[0], 1)
     d = R[:, None] - R[None]

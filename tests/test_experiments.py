@@ -83,7 +83,7 @@ def test_exploded_frames_do_not_poison_stable_frame_sums():
 
     from stablejax.evaluate.stability_run import masked_frame_sum
     from stablejax.observables.distances import distance_distribution
-    from stablejax.train.stable import _epoch_obs_loss
+    from stablejax.train.phases import epoch_obs_loss
 
     R = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 3)))
     exploded = R[0] * 1e3  # every distance far beyond r_max
@@ -95,7 +95,7 @@ def test_exploded_frames_do_not_poison_stable_frame_sums():
     sums = masked_frame_sum(h, mask)
     assert bool(jnp.all(jnp.isfinite(sums)))
     np.testing.assert_allclose(np.asarray(sums[1]), np.asarray(h[1, 0]), rtol=1e-6)
-    loss = _epoch_obs_loss(h, mask, jnp.full(h.shape[-1], 100.0 / h.shape[-1]))
+    loss = epoch_obs_loss(h, mask, jnp.full(h.shape[-1], 100.0 / h.shape[-1]))
     assert bool(jnp.isfinite(loss))
 
 

@@ -29,10 +29,7 @@ from stablejax.observables import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64_module")
 
 
 def np_min_image_distances(a, b, box):

@@ -11,14 +11,16 @@ from jax_md import energy, simulate, space
 from stablejax.data import make_frames
 from stablejax.models import SchNetConfig, lennard_jones_model, make_model
 from stablejax.train import (
-    PlateauState,
     PretrainConfig,
     PretrainState,
     QMLossConfig,
     evaluate_qm,
     load_best_params,
-    plateau_update,
+    observe_plateau,
+    plateau_of,
     pretrain,
+    scale_by_plateau,
+    stable_optimizer,
 )
 from stablejax.units import FS
 
@@ -39,15 +41,38 @@ def lj_frames(n_frames=64, seed=0):
 
 
 def test_plateau_matches_torch_semantics():
-    s = PlateauState.create()
+    """scale_by_plateau follows PyTorch's ReduceLROnPlateau (the reference's scheduler): a
+    reduction after MORE than `patience` values without improvement, and the update of a step
+    uses the scale from before that step's value."""
+    tx = scale_by_plateau(0.5, 2)
+    s = tx.init(None)
     values = [1.0, 0.9, 0.95, 0.95, 0.95, 0.8]
-    scales = []
+    scales, applied = [], []
     for v in values:
-        s = plateau_update(s, v, factor=0.5, patience=2)
+        u, s = tx.update(jnp.ones(()), s, value=v)
+        applied.append(float(u))
         scales.append(float(s.scale))
     # 3 bad epochs (> patience 2) after 0.9 -> one reduction at the 5th value.
     assert scales == [1, 1, 1, 1, 0.5, 0.5]
+    assert applied == [1, 1, 1, 1, 1, 0.5]
     assert int(s.n_reductions) == 1
+    # observe_plateau finds the state inside an optax chain (StABlE's optimizer).
+    chain = stable_optimizer(0.1, grad_clip_norm=1.0, plateau_factor=0.5, plateau_patience=2)
+    opt = chain.init({"w": jnp.zeros(3)})
+    for v in values:
+        opt = observe_plateau(opt, v, factor=0.5, patience=2)
+    assert float(plateau_of(opt).scale) == 0.5 and int(plateau_of(opt).n_reductions) == 1
+
+
+def test_stable_optimizer_clips_and_skips_non_finite():
+    chain = stable_optimizer(0.1, grad_clip_norm=1.0, plateau_factor=0.5, plateau_patience=2)
+    p = {"w": jnp.zeros(2)}
+    opt = chain.init(p)
+    u, opt = chain.update({"w": jnp.asarray([3.0, 4.0])}, opt, p)
+    np.testing.assert_allclose(np.asarray(u["w"]), [-0.06, -0.08], rtol=1e-6)  # norm 5 -> 1
+    u, opt = chain.update({"w": jnp.asarray([jnp.nan, 1.0])}, opt, p)
+    np.testing.assert_array_equal(np.asarray(u["w"]), [0.0, 0.0])
+    assert int(opt[0].total_notfinite) == 1
 
 
 def test_lj_pretraining_recovers_its_parameters():

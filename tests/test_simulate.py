@@ -23,10 +23,7 @@ from stablejax.stability import bond_length_criterion
 from stablejax.units import FS, KB_EV_PER_K
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64_module")
 
 
 FREE_DISP, FREE_SHIFT = space.free()

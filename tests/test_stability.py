@@ -20,10 +20,7 @@ from stablejax.stability import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64_module")
 
 
 WATER = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.2399, 0.9266, 0.0]])  # O, H, H

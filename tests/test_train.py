@@ -36,9 +36,8 @@ from stablejax.models import Model
 from stablejax.observables.distances import distance_distribution, distance_distribution_target
 from stablejax.simulate import make_simulator
 from stablejax.stability.criteria import min_intermolecular_distance_criterion
-from stablejax.train import Phase, Problem, TrainConfig, TrainState, make_learn_step
+from stablejax.train import Phase, Problem, TrainConfig, TrainState, make_stable
 from stablejax.train import train as train_fn
-from stablejax.train import train_epoch
 from stablejax.train.losses import Batch, LossScales
 from stablejax.train.stable import stop_reason
 from stablejax.units import kT_ev
@@ -103,7 +102,6 @@ def base_cfg(**overrides) -> TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class LJ:
     problem: Problem
-    learn_step: object
     reference_unstable: np.ndarray  # [n_replicas] of the true-sigma reference run
     reference_min_distance: float  # Angstrom, over all reference frames
 
@@ -136,8 +134,7 @@ def lj() -> LJ:
     problem = Problem(model=model, simulator=sim, observable_fn=observable_fn, target=target,
                       qm_batches=None, qm_scales=LossScales(1.0, 1.0),
                       kT_ev=kT_ev(TEMPERATURE_K), system=None, initial_positions=starts)
-    return LJ(problem, make_learn_step(problem, base_cfg()), np.asarray(state.unstable),
-              float(jnp.min(traj.metric)))
+    return LJ(problem, np.asarray(state.unstable), float(jnp.min(traj.metric)))
 
 
 def tree_equal(a, b) -> bool:
@@ -146,10 +143,26 @@ def tree_equal(a, b) -> bool:
         np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
-def run_epochs(state, cfg, learn_step, n):
+_FNS: dict = {}
+
+
+def fns_for(problem, cfg):
+    """make_stable per (problem, config), built once per module (each compiles a learn step)."""
+    key = (id(problem), cfg)
+    if key not in _FNS:
+        _FNS[key] = make_stable(problem, cfg)
+    return _FNS[key]
+
+
+def epoch(state, cfg):
+    """One epoch of ``state`` with the functions of ``cfg`` (the state's shapes must fit)."""
+    return fns_for(state.fns.problem, cfg).epoch(state)
+
+
+def run_epochs(state, cfg, n):
     records = []
     for _ in range(n):
-        state, rec = train_epoch(state, cfg, learn_step)
+        state, rec = epoch(state, cfg)
         records.append(rec)
     return state, records
 
@@ -231,11 +244,7 @@ def test_resume_from_run_dir_continues_identically(lj, tmp_path):
                        progress=lambda d, t, info: done.append(d) if "phase" in info else None)
     assert done == [4, 5, 6]  # it resumed after epoch 3, it did not start over
 
-    def fields(state):
-        return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
-                if f.name != "problem"}
-
-    a, b = fields(full), fields(resumed)
+    a, b = full.checkpoint_arrays(), resumed.checkpoint_arrays()
     assert int(a["epoch"]) == 6 and int(a["cycle"]) == 1
     for name in a:
         assert tree_equal(a[name], b[name]), name
@@ -270,19 +279,18 @@ def test_enters_learning_at_threshold_from_crossing_epoch_start(lj):
     """Learning starts when last epoch's fraction >= max_frac_unstable (equality included) and
     re-simulates from that epoch's start states; below the threshold it keeps simulating."""
     cfg_sim = base_cfg(max_frac_unstable=1.0)  # sigma 2.7: 7/8 and 6/8 unstable, no learning
-    s1, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg_sim), cfg_sim,
-                       lj.learn_step, 2)
+    s1, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg_sim), cfg_sim, 2)
     assert [x["phase"] for x in r] == ["simulation"] * 2
     assert r[1]["n_reset"] > 0  # so epoch 1's start differs from the initial state
     s1 = force_unstable(s1, 4)  # 4/8 = 0.5 unstable in epoch 1
 
-    below, rb = train_epoch(s1, base_cfg(max_frac_unstable=0.625), lj.learn_step)
+    below, rb = epoch(s1, base_cfg(max_frac_unstable=0.625))
     assert rb["phase"] == "simulation" and int(below.phase) == Phase.SIMULATION
     assert rb["n_reset"] == 4 and rb["learning_rate"] == 0.0
     assert tree_equal(below.params, s1.params)
 
     cfg = base_cfg(max_frac_unstable=0.5)
-    entered, re_ = train_epoch(s1, cfg, lj.learn_step)
+    entered, re_ = epoch(s1, cfg)
     assert re_["phase"] == "learning" and re_["unstable_fraction_before"] == 0.5
     assert re_["learning_rate"] == pytest.approx(cfg.learning_rate)
     assert tree_equal(entered.learn_start, s1.epoch_start)  # epoch 1's start, not epoch 0's
@@ -296,26 +304,26 @@ def test_unstable_count_builds_up_within_a_simulation_phase(lj):
     """With fresh-velocity resets a failed replica need not fail again; it stays counted in the
     simulation phase, so the fraction that triggers learning builds up (method.md §3)."""
     cfg = base_cfg(max_frac_unstable=1.0)
-    s, _ = run_epochs(TrainState.create(lj.problem, sig(SIGMA_TRUE), cfg), cfg, lj.learn_step, 1)
+    s, _ = run_epochs(TrainState.create(lj.problem, sig(SIGMA_TRUE), cfg), cfg, 1)
     first = np.zeros(8, bool)
     first[:3] = True
     s = s.replace(last_unstable=jnp.asarray(first), phase_unstable=jnp.asarray(first))
-    s2, rec = train_epoch(s, cfg, lj.learn_step)  # true sigma: nobody fails this epoch
+    s2, rec = epoch(s, cfg)  # true sigma: nobody fails this epoch
     assert rec["unstable_fraction"] == 0.0
     assert rec["unstable_fraction_phase"] == 3 / 8
     assert np.array_equal(np.asarray(s2.phase_unstable), first)
     # With the threshold at 3/8 the next epoch learns although the last epoch had no failure.
-    s3, rec3 = train_epoch(s2, base_cfg(max_frac_unstable=0.375), lj.learn_step)
+    s3, rec3 = epoch(s2, base_cfg(max_frac_unstable=0.375))
     assert rec3["phase"] == "learning" and rec3["unstable_fraction_phase_before"] == 0.375
 
 
 def test_learning_restarts_every_epoch_from_learn_start(lj):
     cfg = base_cfg(learning_rate=0.01)  # small steps: stays unstable, stays learning
-    s, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg), cfg, lj.learn_step, 1)
+    s, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg), cfg, 1)
     assert r[0]["unstable_fraction"] >= cfg.max_frac_unstable
     learn_start, sigma = None, 2.7
     for k in range(3):
-        s, rec = train_epoch(s, cfg, lj.learn_step)
+        s, rec = epoch(s, cfg)
         assert rec["phase"] == "learning" and int(s.phase) == Phase.LEARNING
         learn_start = s.learn_start if learn_start is None else learn_start
         assert tree_equal(s.learn_start, learn_start)
@@ -333,7 +341,7 @@ def test_leaves_learning_after_max_lr_reductions(lj):
     replicas jump to an older checkpoint with fresh velocities."""
     cfg = base_cfg(learning_rate=1e-4, plateau_patience=0, max_lr_reductions=2,
                    reset_probability=0.25)
-    s, r = run_epochs(TrainState.create(lj.problem, sig(2.2), cfg), cfg, lj.learn_step, 4)
+    s, r = run_epochs(TrainState.create(lj.problem, sig(2.2), cfg), cfg, 4)
     assert [x["phase"] for x in r] == ["simulation", "learning", "learning", "learning"]
     assert all(x["unstable_fraction"] == 1.0 for x in r)
     np.testing.assert_allclose([x["learning_rate"] for x in r[1:]], [1e-4, 1e-4, 2e-5],
@@ -345,7 +353,7 @@ def test_leaves_learning_after_max_lr_reductions(lj):
     learn_start = s.learn_start
     assert tree_equal(s.replicas, learn_start)
 
-    s5, r5 = train_epoch(s, cfg, lj.learn_step)
+    s5, r5 = epoch(s, cfg)
     assert r5["phase"] == "simulation" and r5["n_reset"] == 0 and r5["n_jumped"] == 2
     start = s5.epoch_start
     # Older checkpoint = epoch 0's start = the learning start: same positions, but the two
@@ -363,9 +371,9 @@ def test_leaves_learning_when_fraction_at_most_min(lj, min_frac, leaves):
     1/8 <= min_frac_unstable (the fraction measured before the update)."""
     cfg = base_cfg(min_frac_unstable=min_frac, learning_rate=1e-4)
     s0 = TrainState.create(lj.problem, sig(2.8), cfg)
-    s1, r0 = train_epoch(s0, cfg, lj.learn_step)
+    s1, r0 = epoch(s0, cfg)
     assert r0["unstable_fraction"] == 0.125 and r0["stable_streak"] == 0  # cycle 0: no streak
-    s2, r1 = train_epoch(force_unstable(s1, 8), cfg, lj.learn_step)
+    s2, r1 = epoch(force_unstable(s1, 8), cfg)
     assert r1["phase"] == "learning" and r1["unstable_fraction"] == 0.125
     # The fraction measured before the update (not after it) decides.
     assert float(s2.params["sigma"]) != 2.8  # the step is still taken
@@ -373,7 +381,7 @@ def test_leaves_learning_when_fraction_at_most_min(lj, min_frac, leaves):
         assert r1["end_of_cycle"] == 1
         assert int(s2.phase) == Phase.SIMULATION and int(s2.cycle) == 1
         assert int(s2.plateau.n_reductions) == 0
-        s3, r2 = train_epoch(s2, cfg, lj.learn_step)
+        s3, r2 = epoch(s2, cfg)
         assert r2["phase"] == "simulation" and r2["stable_streak"] == 1
         assert not np.asarray(s2.last_unstable).any()
     else:
@@ -389,8 +397,8 @@ def test_simulation_phase_resets_unstable_replicas(lj, fresh):
     their failure exactly (Nose-Hoover is deterministic); with them they do not."""
     cfg = base_cfg(max_frac_unstable=1.0, fresh_velocities_on_reset=fresh)
     s0 = TrainState.create(lj.problem, sig(2.7), cfg)
-    s1, r0 = train_epoch(s0, cfg, lj.learn_step)
-    s2, r1 = train_epoch(s1, cfg, lj.learn_step)
+    s1, r0 = epoch(s0, cfg)
+    s2, r1 = epoch(s1, cfg)
     u = np.asarray(s1.last_unstable)
     assert 0 < u.sum() < N_REPLICAS
     assert r1["n_reset"] == u.sum()
@@ -419,8 +427,8 @@ def test_stable_frames_only_masks_frames(lj, stable_only):
     """Learning from all finite frames (default) vs only frames before each replica's first
     instability; frames where the criterion stops firing after a violation stay excluded."""
     cfg = base_cfg(stable_frames_only=stable_only)
-    s1, r0 = train_epoch(TrainState.create(lj.problem, sig(2.7), cfg), cfg, lj.learn_step)
-    s2, r1 = train_epoch(s1, cfg, lj.learn_step)
+    s1, r0 = epoch(TrainState.create(lj.problem, sig(2.7), cfg), cfg)
+    s2, r1 = epoch(s1, cfg)
     assert r1["phase"] == "learning"
     # Re-simulate the learning epoch (same start, same parameters) to count frames.
     _, traj = lj.problem.simulator.run(s1.params, s2.epoch_start, cfg.steps_per_epoch)
@@ -445,14 +453,16 @@ def test_qm_term_pulls_sigma_to_labels(lj):
                            Batch(R, e, -g, jnp.ones(8, jnp.float32)))
     scales = LossScales(float(jnp.std(e)), float(jnp.sqrt(jnp.mean(g**2))))
     problem = lj.problem._replace(qm_batches=batches, qm_scales=scales)
-    cfg = base_cfg(qm_weight=1.0)
+    cfg = base_cfg(qm_weight=1.0, learning_rate=0.05)
     with pytest.raises(ValueError, match="qm_weight"):
-        make_learn_step(lj.problem, cfg)
-    step = make_learn_step(problem, cfg)
+        make_stable(lj.problem, cfg)
+    fns = make_stable(problem, cfg)
     frames = jnp.zeros((4, N_ATOMS, 3)) + R[:1]
     none = jnp.zeros(4, bool)
     for s0, sign in [(3.0, 1), (3.8, -1)]:
-        new, info = step(sig(s0), frames, none, jax.random.PRNGKey(0), jnp.float32(0.05))
+        state = fns.init(sig(s0))
+        new, _, info = fns.learn_step(state.params, state.opt_state, state.data, frames, none,
+                                      jax.random.PRNGKey(0))
         assert int(info["n_frames_used"]) == 0 and float(info["qm_loss"]) > 0
         assert sign * (float(new["sigma"]) - s0) > 0
         assert math.isclose(abs(float(new["sigma"]) - s0), 0.05, rel_tol=1e-4)  # clipped
@@ -462,8 +472,14 @@ def test_learn_step_without_forward_energies_is_the_same_step(lj):
     R = jnp.asarray(lj.problem.initial_positions[:6])
     frames = R + 0.05 * jax.random.normal(jax.random.PRNGKey(3), R.shape)
     mask = jnp.ones(6, bool)
-    outs = [make_learn_step(lj.problem, base_cfg(estimator_forward_energies=flag))(
-        sig(3.0), frames, mask, jax.random.PRNGKey(0), jnp.float32(0.05)) for flag in (True, False)]
+    outs = []
+    for flag in (True, False):
+        fns = make_stable(lj.problem, base_cfg(estimator_forward_energies=flag,
+                                               learning_rate=0.05))
+        state = fns.init(sig(3.0))
+        new, _, info = fns.learn_step(state.params, state.opt_state, state.data, frames, mask,
+                                      jax.random.PRNGKey(0))
+        outs.append((new, info))
     (a, ia), (b, ib) = outs
     assert int(ia["n_frames_used"]) == int(ib["n_frames_used"]) == 6
     np.testing.assert_allclose(float(a["sigma"]), float(b["sigma"]), rtol=1e-6)
@@ -471,13 +487,20 @@ def test_learn_step_without_forward_energies_is_the_same_step(lj):
     assert float(ia["grad_norm"]) > 0
 
 
-def test_config_must_match_state(lj):
+def test_config_must_match_state(lj, tmp_path):
     cfg = base_cfg()
     state = TrainState.create(lj.problem, sig(2.7), cfg)
     with pytest.raises(ValueError, match="n_replicas"):
-        train_epoch(state, base_cfg(n_replicas=4), lj.learn_step)
+        epoch(state, base_cfg(n_replicas=4))
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        train_epoch(state, base_cfg(steps_per_epoch=60), lj.learn_step)
+        epoch(state, base_cfg(steps_per_epoch=60))
+    # train() checks cfg against the config the state was built with, naming the field; the
+    # loop's own fields (n_epochs, stable_epochs) may differ.
+    with pytest.raises(ValueError, match=r"learning_rate=0\.1 \(state: 0\.3\)"):
+        train_fn(state, base_cfg(learning_rate=0.1), run_dir=tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    out = train_fn(state, base_cfg(n_epochs=1, stable_epochs=None))
+    assert int(out.epoch) == 1
 
 
 def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
@@ -489,16 +512,16 @@ def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
     lr = 1e-3
     single = base_cfg(learning_rate=lr)
     s0 = TrainState.create(lj.problem, sig(2.8), single)
-    s1, _ = train_epoch(s0, single, lj.learn_step)
+    s1, _ = epoch(s0, single)
     forced = force_unstable(s1, 8)
 
-    s_one, r_one = train_epoch(forced, single, lj.learn_step)
+    s_one, r_one = epoch(forced, single)
     assert r_one["phase"] == "learning" and r_one["learning_steps"] == 1
     assert r_one["reuse_ess_fraction"] is None
 
     reuse = base_cfg(learning_rate=lr, max_learning_steps_per_epoch=3,
                      reuse_min_ess_fraction=0.5)
-    s_three, r_three = train_epoch(forced, reuse, lj.learn_step)
+    s_three, r_three = epoch(forced, reuse)
     assert r_three["learning_steps"] == 3
     assert 0.5 <= r_three["reuse_ess_fraction"] <= 1.0
     assert "obs_loss_last_step" in r_three
@@ -509,7 +532,7 @@ def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
 
     strict = base_cfg(learning_rate=lr, max_learning_steps_per_epoch=3,
                       reuse_min_ess_fraction=1.0)
-    s_strict, r_strict = train_epoch(forced, strict, lj.learn_step)
+    s_strict, r_strict = epoch(forced, strict)
     assert r_strict["learning_steps"] == 1 and r_strict["reuse_ess_fraction"] < 1.0
     assert tree_equal(s_strict.params, s_one.params)
 

@@ -17,7 +17,7 @@ from stablejax.cli.progress import ProgressBar
 class GenerateArgs:
     """Generate GFN2-xTB reference data for a built-in molecule (resumable, cached)."""
 
-    system: Annotated[str, tyro.conf.Positional]
+    system: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SYSTEM")]
     """Molecule: aspirin, ac-ala3-nhme (or ethanol, a small test system)."""
     scale: Literal["demo", "cpu", "paper"] = "demo"
     """Size preset of the splits and the reference trajectory."""
@@ -37,7 +37,8 @@ class GenerateArgs:
 class InfoArgs:
     """Summarise a data set directory or a frames file (npz, extxyz, any ASE format)."""
 
-    path: Annotated[Path, tyro.conf.Positional]
+    path: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PATH")]
+    """Data set directory or frames file."""
     energy_unit: str | None = None
     """Energy unit of an npz without unit metadata (e.g. kcal/mol for MD17)."""
 
@@ -71,10 +72,26 @@ def info(argv: list[str]) -> int:
     return 0
 
 
+USAGE = """usage: python -m stablejax data {generate,info} [options]
+
+Reference data sets of GFN2-xTB energies and forces.
+
+subcommands:
+  generate SYSTEM   generate (or find in the cache) the data set of a built-in molecule:
+                    aspirin, ac-ala3-nhme (ethanol: a small test system)
+  info PATH         summarise a data set directory or a frames file (npz, extxyz, any ASE format)
+
+Run `python -m stablejax data SUBCOMMAND --help` for a subcommand's options.
+"""
+
+
 def main(argv: list[str]) -> int:
     commands = {"generate": generate, "info": info}
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
     if not argv or argv[0] not in commands:
-        print("usage: python -m stablejax data {generate,info} ...  (add --help for options)",
-              file=sys.stderr)
+        what = f"unknown data subcommand {argv[0]!r}\n\n" if argv else ""
+        print(what + USAGE, file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])

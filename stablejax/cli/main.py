@@ -53,13 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    try:
-        module = importlib.import_module(f"stablejax.cli.{COMMANDS[cmd]}")
-    except ModuleNotFoundError as e:
-        if e.name == f"stablejax.cli.{COMMANDS[cmd]}":
-            print(f"command {cmd!r} is not available yet in this version", file=sys.stderr)
-            return 2
-        raise
+    module = importlib.import_module(f"stablejax.cli.{COMMANDS[cmd]}")
     try:
         return int(module.main(argv[1:]) or 0)
     except (ValueError, FileNotFoundError) as e:

@@ -13,8 +13,10 @@ import tyro
 class ReportArgs:
     """Write RUN_DIR/report.md (survival curves, h(r), bond lengths, training history, table)."""
 
-    run_dir: Annotated[Path, tyro.conf.Positional]
+    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+    """Experiment run directory (eval_pretrained/, eval_stable/, stable_model/, ...)."""
     title: str | None = None
+    """Report title (None: the run directory's name)."""
 
 
 def main(argv: list[str]) -> int:

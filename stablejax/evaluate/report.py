@@ -43,6 +43,76 @@ def _fmt(x, nd=2):
     return f"{x:.{nd}f}"
 
 
+MARK = "†"  # footnote marker of an interval that excludes its point estimate
+# interval key -> (point-estimate key, name in the report)
+INTERVALS = {
+    "stability_time_ps_median_ci95": ("stability_time_ps_median", "median stability time"),
+    "stability_time_ps_mean_ci95": ("stability_time_ps_mean", "mean stability time"),
+    "hr_mae_ci95": ("hr_mae", "h(r) MAE"),
+}
+# What an evaluation summary without a "ci_method" record holds.
+DEFAULT_CI_METHOD = "percentile bootstrap over replicas (method not recorded in the summary)"
+
+
+def excludes_estimate(estimate, interval, rtol: float = 1e-6) -> bool:
+    """True when a finite ``interval`` [low, high] leaves out ``estimate`` (relative tolerance
+    ``rtol``: the estimate and the interval may be computed at different float precision)."""
+    if estimate is None or not interval or any(v is None for v in interval):
+        return False
+    low, high = (float(v) for v in interval)
+    if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(estimate)):
+        return False
+    tol = rtol * max(abs(estimate), abs(low), abs(high), 1e-12)
+    return not low - tol <= estimate <= high + tol
+
+
+def _ci_cell(s: dict, key: str, nd: int, flagged: list[str]) -> str:
+    """``"estimate [low, high]"`` of interval ``key``; marked with ``MARK`` (and ``key``
+    appended to ``flagged``) when the interval excludes the estimate."""
+    est_key = INTERVALS[key][0]
+    text = _fmt(s.get(est_key), nd)
+    if s.get(key) is None:
+        return text
+    text += f" {_fmt(s[key], nd)}"
+    if excludes_estimate(s.get(est_key), s[key]):
+        flagged.append(key)
+        text += MARK
+    return text
+
+
+def _interval_notes(evals: dict, flagged: dict[str, list[str]]) -> list[str]:
+    """Paragraphs naming each interval's method and explaining the flagged intervals."""
+    items = []
+    for key, (_, name) in INTERVALS.items():
+        methods = {label: s.get("ci_method", {}).get(key, DEFAULT_CI_METHOD)
+                   for label, (s, _) in evals.items() if s.get(key) is not None}
+        if len(set(methods.values())) == 1:
+            items.append(f"- {name}: {next(iter(methods.values()))}")
+        elif methods:
+            items.append(f"- {name}: " + "; ".join(f"{label}: {m}"
+                                                   for label, m in methods.items()))
+    paras = ["95% confidence intervals:\n" + "\n".join(items)] if items else []
+    if any(flagged.values()):
+        which = ", ".join(f"{INTERVALS[k][1]} ({label})" for label, keys in flagged.items()
+                          for k in keys)
+        hr = [label for label, keys in flagged.items() if "hr_mae_ci95" in keys]
+        bias = [f"{evals[label][0]['hr_mae_bootstrap_bias']:+.3f} ({label})" for label in hr
+                if evals[label][0].get("hr_mae_bootstrap_bias") is not None]
+        why = (" The h(r) MAE of finitely many frames is biased upward, since histogram noise "
+               "only adds absolute error"
+               + (f" (bootstrap estimate of that bias: {', '.join(bias)})" if bias else "") + "."
+               if hr else "")
+        paras.append(
+            f"{MARK} The interval excludes its point estimate: {which}. Fewer than 2.5% of the "
+            "bootstrap resamples fall on one side of the estimate, so at this sample size the "
+            f"statistic is biased by more than its spread.{why} A percentile interval then lies "
+            "beyond the estimate, on the side of the bias, and misses the value at infinite "
+            "sampling; a bias-corrected (basic or BCa) interval lies on the other side of the "
+            "estimate. Either way the estimate is dominated by sampling noise: compare such "
+            "values only with more replicas or longer windows.")
+    return paras
+
+
 def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     """Write ``RUN_DIR/report.md`` and its plots; returns the report path."""
     import matplotlib
@@ -71,17 +141,22 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                   f"({r['train_wall_s']:.0f} s), best epoch {r['best_epoch']}.", ""]
     if evals:
         lines += ["## Results", "",
-                  "| model | stability time, median (ps) [95% CI] | mean (ps) | stable whole "
-                  "window | h(r) MAE [95% CI] | bond-length dist. MAE | force MAE (meV/Å) | "
-                  "energy MAE (meV) |", "|---|---|---|---|---|---|---|---|"]
+                  "| model | stability time, median (ps) [95% CI] | mean (ps) [95% CI] | stable "
+                  "whole window | h(r) MAE [95% CI] | bond-length dist. MAE | force MAE (meV/Å) "
+                  "| energy MAE (meV) |", "|---|---|---|---|---|---|---|---|"]
+        flagged = {}
         for label, (s, _) in evals.items():
+            fl = flagged.setdefault(label, [])
             lines.append(
-                f"| {label} | {_fmt(s['stability_time_ps_median'])} "
-                f"{_fmt(s['stability_time_ps_median_ci95'])} | {_fmt(s['stability_time_ps_mean'])}"
-                f" | {100 * s['fraction_stable_whole_window']:.0f}% | {_fmt(s['hr_mae'], 3)} "
-                f"{_fmt(s['hr_mae_ci95'], 3)} | {_fmt(s['bond_length_distribution_mae'], 4)} | "
+                f"| {label} | {_ci_cell(s, 'stability_time_ps_median_ci95', 2, fl)} | "
+                f"{_ci_cell(s, 'stability_time_ps_mean_ci95', 2, fl)} | "
+                f"{100 * s['fraction_stable_whole_window']:.0f}% | "
+                f"{_ci_cell(s, 'hr_mae_ci95', 3, fl)} | "
+                f"{_fmt(s['bond_length_distribution_mae'], 4)} | "
                 f"{_fmt(s['test_force_mae_mev_per_angstrom'], 1)} | "
                 f"{_fmt(s['test_energy_mae_mev'], 1)} |")
+        for para in _interval_notes(evals, flagged):
+            lines += ["", para]
         any_s = next(iter(evals.values()))[0]
         lines += ["", f"Evaluation: {any_s['n_replicas']} replicas, {any_s['integrator']} at "
                   f"{any_s['temperature_k']:.0f} K, window {any_s['window_ps']:.1f} ps, unstable "

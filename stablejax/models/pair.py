@@ -84,6 +84,8 @@ def lennard_jones_model(
     epsilon: Any = 1.0,
     r_onset: float = 2.0,
     r_cutoff: float = 2.5,
+    cutoff_angstrom: float | None = None,
+    onset_angstrom: float | None = None,
     species: Any = None,
     neighbor_format: Any = "dense",
     dr_threshold_angstrom: float = 0.5,
@@ -104,6 +106,9 @@ def lennard_jones_model(
       epsilon: initial epsilon, eV (same shapes as sigma).
       r_onset: start of the smooth cutoff, in units of max(sigma) (JAX-MD convention).
       r_cutoff: cutoff, in units of max(sigma).
+      cutoff_angstrom, onset_angstrom: a fixed cutoff and switching onset in Angstrom instead
+        (give both): they do not move with sigma, so a periodic model's neighbour list stays
+        exact while sigma is trained.
       species: optional [n_atoms] int species indices for per-pair sigma/epsilon matrices.
       neighbor_format: ``'dense'`` or ``'sparse'`` (periodic boxes only).
       dr_threshold_angstrom: neighbour-list skin, Angstrom (periodic boxes only).
@@ -111,9 +116,9 @@ def lennard_jones_model(
       dtype: dtype of the initial parameters.
 
     Returns:
-      A :class:`Model`. For periodic boxes the neighbour list is built for the INITIAL
-      ``r_cutoff * max(sigma)`` plus the skin; if training grows sigma past that, pairs are
-      missed: rebuild the model with the new sigma.
+      A :class:`Model`. For periodic boxes the neighbour list is built for the cutoff plus the
+      skin; with a cutoff in units of sigma that is the INITIAL ``r_cutoff * max(sigma)``, and
+      if training grows sigma past it pairs are missed: train sigma with ``cutoff_angstrom``.
     """
     params = {"sigma": jnp.asarray(sigma, dtype), "epsilon": jnp.asarray(epsilon, dtype)}
     if params["sigma"].shape != params["epsilon"].shape:
@@ -121,7 +126,13 @@ def lennard_jones_model(
                          f"{params['sigma'].shape} and {params['epsilon'].shape}")
     if species is None and params["sigma"].ndim != 0:
         raise ValueError("per-pair sigma/epsilon matrices need species=[n_atoms] indices")
-    cutoff = float(r_cutoff * jnp.max(params["sigma"]))
+    if (cutoff_angstrom is None) != (onset_angstrom is None):
+        raise ValueError("give both cutoff_angstrom and onset_angstrom, or neither")
+    fixed = cutoff_angstrom is not None
+    if fixed and not 0 < onset_angstrom < cutoff_angstrom:
+        raise ValueError(f"need 0 < onset_angstrom < cutoff_angstrom, got {onset_angstrom} and "
+                         f"{cutoff_angstrom}")
+    cutoff = float(cutoff_angstrom) if fixed else float(r_cutoff * jnp.max(params["sigma"]))
     displacement_fn, shift_fn, b = nb.make_space(box, cutoff)
     neighbor_fn = None
     if b is not None:
@@ -131,9 +142,12 @@ def lennard_jones_model(
     metric = space.canonicalize_displacement_or_metric(displacement_fn)
 
     def make(p: Params, per_particle: bool = False) -> Callable[..., Array]:
-        s_max = jnp.max(p["sigma"])
-        fn = energy.multiplicative_isotropic_cutoff(lennard_jones_safe, r_onset * s_max,
-                                                    r_cutoff * s_max)
+        if fixed:
+            r_on, r_off = onset_angstrom, cutoff_angstrom
+        else:
+            s_max = jnp.max(p["sigma"])
+            r_on, r_off = r_onset * s_max, r_cutoff * s_max
+        fn = energy.multiplicative_isotropic_cutoff(lennard_jones_safe, r_on, r_off)
         pair = smap.pair if b is None else smap.pair_neighbor_list
         return pair(fn, metric, ignore_unused_parameters=True, species=species,
                     sigma=p["sigma"], epsilon=p["epsilon"],

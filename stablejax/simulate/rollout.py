@@ -293,6 +293,7 @@ def make_simulator(
                 potential_energy=energy_fn(params, R, **kw) if record_energy else None,
                 velocities=rs.md.momentum / rs.md.mass * FS if record_velocities else None,
                 unwrapped_positions=rs.unwrapped if record_unwrapped else None,
+                neighbor_idx=None if rs.neighbor is None else rs.neighbor.idx,
             )
             return rs, frame
 

@@ -15,6 +15,7 @@ import numpy as np
 from flax import struct
 
 from stablejax._types import Array
+from stablejax.models.frames import pad_neighbor_idx
 from stablejax.simulate.integrators import IntegratorSettings
 from stablejax.units import FS
 
@@ -88,6 +89,9 @@ class Trajectory(NamedTuple):
       potential_energy: [n_replicas, n_frames] eV, or None (``record_energy=False``).
       velocities: [n_replicas, n_frames, n_atoms, 3] Angstrom/fs, or None.
       unwrapped_positions: [n_replicas, n_frames, n_atoms, 3] Angstrom, or None.
+      neighbor_idx: [n_replicas, n_frames, ...] int32, the index array of the neighbour list
+        the replica used at the frame (periodic models; None without a neighbour list). With
+        ``stablejax.models.frame_energy_fn`` it gives the frame's energy exactly as simulated.
     """
 
     positions: Array
@@ -99,6 +103,7 @@ class Trajectory(NamedTuple):
     potential_energy: Array | None = None
     velocities: Array | None = None
     unwrapped_positions: Array | None = None
+    neighbor_idx: Array | None = None
 
     @property
     def n_frames(self) -> int:
@@ -135,6 +140,12 @@ def concatenate_trajectories(trajectories: list[Trajectory]) -> Trajectory:
         raise ValueError("concatenate_trajectories: empty list")
     if len(trajectories) == 1:
         return trajectories[0]
+    if trajectories[0].neighbor_idx is not None:
+        # A reallocation between chunks changes the capacity: pad to the largest.
+        cap = max(int(t.neighbor_idx.shape[-1]) for t in trajectories)
+        n_atoms = int(trajectories[0].positions.shape[2])
+        trajectories = [t._replace(neighbor_idx=pad_neighbor_idx(t.neighbor_idx, cap, n_atoms))
+                        for t in trajectories]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *trajectories)
 
 

@@ -10,7 +10,15 @@ import types
 
 from stablejax.train.losses import QMLossConfig, qm_loss
 from stablejax.train.model_spec import ModelSpec, spec_from_data
-from stablejax.train.plateau import PlateauState, plateau_update
+from stablejax.train.learn import StableData, learning_frames, make_learn_step
+from stablejax.train.optim import (
+    PlateauState,
+    observe_plateau,
+    plateau_of,
+    pretrain_optimizer,
+    scale_by_plateau,
+    stable_optimizer,
+)
 from stablejax.train.pretrain import (
     PretrainConfig,
     PretrainState,
@@ -19,13 +27,15 @@ from stablejax.train.pretrain import (
     pretrain,
 )
 from stablejax.train.problem import Problem, make_problem
-from stablejax.train.stable import TrainState, make_learn_step, train, train_epoch
+from stablejax.train.stable import StableFns, TrainState, make_stable, train, train_epoch
 from stablejax.train.stable_config import Phase, TrainConfig
 
 __all__ = ["ModelSpec", "Phase", "PlateauState", "PretrainConfig", "PretrainState", "Problem",
-           "QMLossConfig", "TrainConfig", "TrainState", "evaluate_qm", "load_best_params",
-           "make_learn_step", "make_problem", "plateau_update", "pretrain", "qm_loss",
-           "spec_from_data", "train", "train_epoch"]
+           "QMLossConfig", "StableData", "StableFns", "TrainConfig", "TrainState", "evaluate_qm",
+           "learning_frames", "load_best_params", "make_learn_step", "make_problem",
+           "make_stable", "observe_plateau", "plateau_of", "pretrain", "pretrain_optimizer",
+           "qm_loss", "scale_by_plateau", "spec_from_data", "stable_optimizer", "train",
+           "train_epoch"]
 
 
 class _CallableModule(types.ModuleType):

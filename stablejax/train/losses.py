@@ -45,6 +45,7 @@ class Batch(NamedTuple):
     energies: Array  # [B] eV
     forces: Array  # [B, n_atoms, 3] eV/Angstrom
     weight: Array  # [B] 1 for real frames, 0 for padding
+    neighbor_idx: Array | None = None  # [B, ...] int32 neighbour lists (periodic models)
 
 
 class LossScales(NamedTuple):
@@ -60,9 +61,19 @@ def loss_scales(train: Frames, cfg: QMLossConfig) -> LossScales:
     return LossScales(energy=s_e if s_e > 0 else 1.0, force=s_f if s_f > 0 else 1.0)
 
 
-def predict(energy_fn: EnergyFn, params: Params, R: Array) -> tuple[Array, Array]:
-    """Energies [B] (eV) and forces [B, n_atoms, 3] (eV/Angstrom) of a batch of frames."""
-    e, g = jax.vmap(jax.value_and_grad(energy_fn, argnums=1), in_axes=(None, 0))(params, R)
+def predict(energy_fn: EnergyFn, params: Params, R: Array,
+            neighbor_idx: Array | None = None) -> tuple[Array, Array]:
+    """Energies [B] (eV) and forces [B, n_atoms, 3] (eV/Angstrom) of a batch of frames.
+
+    With ``neighbor_idx`` [B, ...] (periodic models), ``energy_fn`` is a frame energy
+    (``stablejax.models.frame_energy_fn``) called with ``neighbor_idx=`` per frame.
+    """
+    if neighbor_idx is None:
+        e, g = jax.vmap(jax.value_and_grad(energy_fn, argnums=1), in_axes=(None, 0))(params, R)
+        return e, -g
+    one = lambda p, r, idx: energy_fn(p, r, neighbor_idx=idx)  # noqa: E731
+    e, g = jax.vmap(jax.value_and_grad(one, argnums=1), in_axes=(None, 0, 0))(params, R,
+                                                                             neighbor_idx)
     return e, -g
 
 
@@ -70,7 +81,7 @@ def qm_loss(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossCon
             scales: LossScales) -> tuple[Array, dict]:
     """Weighted, normalised energy + force loss of one batch, and metrics (eV, eV/Angstrom)."""
     R = batch.positions
-    e, f = predict(energy_fn, params, R)
+    e, f = predict(energy_fn, params, R, batch.neighbor_idx)
     n_atoms = R.shape[1]
     de = (e - batch.energies) / (n_atoms if cfg.per_atom_energy else 1)
     df = f - batch.forces
@@ -88,8 +99,12 @@ def qm_loss(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossCon
 
 
 def make_batches(frames: Frames, batch_size: int, order: np.ndarray | None = None,
-                 dtype=jnp.float32) -> list[Batch]:
-    """Split frames (in ``order``) into batches of ``batch_size``, padding the last one."""
+                 dtype=jnp.float32, neighbor_idx: np.ndarray | None = None) -> list[Batch]:
+    """Split frames (in ``order``) into batches of ``batch_size``, padding the last one.
+
+    ``neighbor_idx`` [n_frames, ...]: the frames' neighbour lists (periodic models, from
+    ``stablejax.models.frames_neighbor_idx``), batched alongside.
+    """
     idx = np.arange(frames.n_frames) if order is None else np.asarray(order)
     n_batches = -(-len(idx) // batch_size)
     pad = n_batches * batch_size - len(idx)
@@ -101,7 +116,8 @@ def make_batches(frames: Frames, batch_size: int, order: np.ndarray | None = Non
         out.append(Batch(jnp.asarray(frames.positions[sl], dtype),
                          jnp.asarray(frames.energies[sl], dtype),
                          jnp.asarray(frames.forces[sl], dtype),
-                         jnp.asarray(w[b * batch_size:(b + 1) * batch_size], dtype)))
+                         jnp.asarray(w[b * batch_size:(b + 1) * batch_size], dtype),
+                         None if neighbor_idx is None else jnp.asarray(neighbor_idx[sl])))
     return out
 
 

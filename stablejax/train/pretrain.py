@@ -1,7 +1,8 @@
 """Quantum energy/force pre-training: ``stablejax.pretrain(state, cfg, train, val)``.
 
-One jit-compiled epoch (``lax.scan`` over shuffled, padded batches) per call; Adam with a linear
-warm-up and reduce-on-plateau on the validation loss; optional EMA of the parameters; early
+One jit-compiled epoch (``lax.scan`` over shuffled, padded batches) per call; the optax chain of
+:func:`stablejax.train.optim.pretrain_optimizer` (Adam, linear warm-up, reduce-on-plateau on the
+validation loss); optional EMA of the parameters (``optax.incremental_update``); early
 stopping on the validation loss; best-model selection; an orbax checkpoint every epoch and a
 JSONL metrics log, so a killed run resumed from its run directory continues exactly where it
 stopped (the batch order of every epoch is a function of the seed and the epoch number).
@@ -10,7 +11,6 @@ stopped (the batch order of every epoch is a function of the seed and the epoch 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -24,7 +24,9 @@ from flax import struct
 from stablejax._types import Array, Params, ProgressFn
 from stablejax.data.frames import Frames
 from stablejax.io.checkpoint import latest_step, restore_checkpoint, save_checkpoint
+from stablejax.io.jsonl import append_record, truncate_log
 from stablejax.models import Model
+from stablejax.models.frames import frame_energy_fn, frames_neighbor_idx
 from stablejax.train.losses import (
     Batch,
     LossScales,
@@ -35,7 +37,7 @@ from stablejax.train.losses import (
     qm_loss,
     stack_batches,
 )
-from stablejax.train.plateau import PlateauState, plateau_update
+from stablejax.train.optim import observe_plateau, plateau_of, pretrain_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +84,29 @@ class PretrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        def bad(field, cond):
-            if cond:
-                raise ValueError(f"PretrainConfig.{field} invalid, got {getattr(self, field)!r}")
+        def need(field: str, ok: bool, rule: str):
+            if not ok:
+                raise ValueError(f"PretrainConfig.{field} must be {rule}, got "
+                                 f"{getattr(self, field)!r}")
 
-        bad("learning_rate", not self.learning_rate > 0)
-        bad("batch_size", self.batch_size < 1)
-        bad("max_epochs", self.max_epochs < 1)
-        bad("warmup_steps", self.warmup_steps < 0)
-        bad("warmup_factor", not 0 < self.warmup_factor <= 1)
-        bad("plateau_factor", not 0 < self.plateau_factor < 1)
-        bad("min_learning_rate", not 0 <= self.min_learning_rate <= self.learning_rate)
-        bad("ema_decay", self.ema_decay is not None and not 0 < self.ema_decay < 1)
-        bad("dtype", self.dtype not in ("float32", "float64"))
-        bad("time_budget_s", self.time_budget_s is not None and not self.time_budget_s > 0)
+        need("learning_rate", self.learning_rate > 0, "> 0")
+        need("batch_size", self.batch_size >= 1, ">= 1")
+        need("max_epochs", self.max_epochs >= 1, ">= 1")
+        need("warmup_steps", self.warmup_steps >= 0, ">= 0")
+        need("warmup_factor", 0 < self.warmup_factor <= 1, "in (0, 1]")
+        need("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)")
+        need("plateau_patience", self.plateau_patience >= 0, ">= 0")
+        need("min_learning_rate", 0 <= self.min_learning_rate <= self.learning_rate,
+             "in [0, learning_rate]")
+        need("early_stopping_patience", self.early_stopping_patience is None
+             or self.early_stopping_patience >= 1, "None or >= 1")
+        need("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "None or in (0, 1)")
+        need("grad_clip_norm", self.grad_clip_norm is None or self.grad_clip_norm > 0,
+             "None or > 0")
+        need("eval_batch_size", self.eval_batch_size >= 1, ">= 1")
+        need("dtype", self.dtype in ("float32", "float64"), "'float32' or 'float64'")
+        need("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0,
+             "None or > 0")
 
     @classmethod
     def schnet(cls, **overrides) -> "PretrainConfig":
@@ -120,12 +131,11 @@ class PretrainState:
     """
 
     params: Params  # model parameters
-    opt_state: optax.OptState  # Adam moments
+    opt_state: optax.OptState  # Adam moments, warm-up count, plateau (learning-rate scale)
     ema_params: Params  # EMA of params (== params when EMA is off)
     best_params: Params  # parameters with the best validation loss so far
     step: Array  # () i32, optimizer steps taken
     epoch: Array  # () i32, epochs completed
-    plateau: PlateauState  # reduce-on-plateau state (learning-rate scale)
     best_val_loss: Array  # () f32
     best_epoch: Array  # () i32
     elapsed_s: Array  # () f64-ish f32, training wall time so far, s
@@ -149,7 +159,7 @@ class PretrainState:
         tx = _optimizer(cfg)
         return cls(params=params, opt_state=tx.init(params), ema_params=params,
                    best_params=params, step=jnp.asarray(0, jnp.int32),
-                   epoch=jnp.asarray(0, jnp.int32), plateau=PlateauState.create(),
+                   epoch=jnp.asarray(0, jnp.int32),
                    best_val_loss=jnp.asarray(jnp.inf, jnp.float32),
                    best_epoch=jnp.asarray(-1, jnp.int32),
                    elapsed_s=jnp.asarray(0.0, jnp.float32), key=k_run, model=model)
@@ -160,12 +170,16 @@ class PretrainState:
 
 
 def _optimizer(cfg: PretrainConfig) -> optax.GradientTransformation:
-    parts = [optax.clip_by_global_norm(cfg.grad_clip_norm)] if cfg.grad_clip_norm else []
-    return optax.chain(*parts, optax.scale_by_adam())
+    return pretrain_optimizer(cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+                              warmup_factor=cfg.warmup_factor, grad_clip_norm=cfg.grad_clip_norm,
+                              plateau_factor=cfg.plateau_factor,
+                              plateau_patience=cfg.plateau_patience,
+                              min_learning_rate=cfg.min_learning_rate)
 
 
 def learning_rate(cfg: PretrainConfig, step: Array, plateau_scale: Array) -> Array:
-    """Base rate x linear warm-up(step) x plateau scale."""
+    """Base rate x linear warm-up(step) x plateau scale (the rate of the optimizer's step
+    number ``step``)."""
     if cfg.warmup_steps > 0:
         frac = jnp.minimum(step / cfg.warmup_steps, 1.0)
         warm = cfg.warmup_factor + (1 - cfg.warmup_factor) * frac
@@ -174,22 +188,21 @@ def learning_rate(cfg: PretrainConfig, step: Array, plateau_scale: Array) -> Arr
     return cfg.learning_rate * warm * plateau_scale
 
 
-def _make_epoch_fn(model: Model, cfg: PretrainConfig, scales: LossScales):
+def _make_epoch_fn(energy_fn, cfg: PretrainConfig, scales: LossScales):
+    """``energy_fn``: the model's frame energy (:func:`stablejax.models.frame_energy_fn`)."""
     tx = _optimizer(cfg)
-    loss_fn = lambda p, b: qm_loss(p, b, energy_fn=model.energy_fn, cfg=cfg.loss,  # noqa: E731
+    loss_fn = lambda p, b: qm_loss(p, b, energy_fn=energy_fn, cfg=cfg.loss,  # noqa: E731
                                    scales=scales)
 
     @jax.jit
-    def epoch_fn(params, opt_state, ema, step, lr_scale, batches: Batch):
+    def epoch_fn(params, opt_state, ema, step, batches: Batch):
         def one(carry, batch):
             params, opt_state, ema, step = carry
             (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
             updates, opt_state = tx.update(grads, opt_state, params)
-            lr = learning_rate(cfg, step, lr_scale)
-            params = jax.tree.map(lambda p, u: p - (lr * u).astype(p.dtype), params, updates)
+            params = optax.apply_updates(params, updates)
             if cfg.ema_decay is not None:
-                d = cfg.ema_decay
-                ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+                ema = optax.incremental_update(params, ema, step_size=1 - cfg.ema_decay)
             else:
                 ema = params
             finite = jnp.isfinite(loss)
@@ -226,12 +239,15 @@ def evaluate_qm(model: Model, params: Params, frames: Frames, *, batch_size: int
     """Energy MAE (meV) and force MAE (meV/Angstrom, per component) of ``params`` on ``frames``."""
     if not frames.has_labels:
         raise ValueError("evaluate_qm needs frames with energy and force labels")
-    batches = stack_batches(make_batches(frames, batch_size, dtype=jnp.dtype(dtype)))
+    batches = stack_batches(make_batches(frames, batch_size, dtype=jnp.dtype(dtype),
+                                         neighbor_idx=frames_neighbor_idx(model,
+                                                                          frames.positions)))
+    energy_fn = frame_energy_fn(model, frames.positions[0])
 
     @jax.jit
     def run(params, batches):
         def one(acc, b):
-            e, f = predict(model.energy_fn, params, b.positions)
+            e, f = predict(energy_fn, params, b.positions, b.neighbor_idx)
             acc = acc + jnp.stack([jnp.sum(b.weight * jnp.abs(e - b.energies)),
                                    jnp.sum(b.weight[:, None, None] * jnp.abs(f - b.forces))])
             return acc, None
@@ -271,8 +287,13 @@ def pretrain(
             raise ValueError(f"pretrain: the {name} frames are a different system than train")
     dtype = jnp.dtype(cfg.dtype)
     scales = loss_scales(train, cfg.loss)
-    epoch_fn, eval_fn = _make_epoch_fn(state.model, cfg, scales)
-    val_batches = stack_batches(make_batches(val, cfg.eval_batch_size, dtype=dtype))
+    epoch_fn, eval_fn = _make_epoch_fn(frame_energy_fn(state.model, train.positions[0]), cfg,
+                                       scales)
+    # Periodic models: one neighbour list per frame, built once (frames never move here).
+    train_idx = frames_neighbor_idx(state.model, train.positions)
+    val_batches = stack_batches(make_batches(val, cfg.eval_batch_size, dtype=dtype,
+                                             neighbor_idx=frames_neighbor_idx(state.model,
+                                                                              val.positions)))
     run_dir = Path(run_dir) if run_dir is not None else None
     log_path = None
     if run_dir is not None:
@@ -281,7 +302,7 @@ def pretrain(
         if latest_step(run_dir / "checkpoints") is not None:
             state = _restore(state, run_dir)
             log.info("resumed pre-training from epoch %d", int(state.epoch))
-        _truncate_log(log_path, int(state.epoch))
+        truncate_log(log_path, int(state.epoch))
 
     while True:
         epoch = int(state.epoch)
@@ -292,23 +313,22 @@ def pretrain(
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])  # batch order: function of seed and epoch
         batches = stack_batches(make_batches(train, cfg.batch_size,
-                                             rng.permutation(train.n_frames), dtype))
+                                             rng.permutation(train.n_frames), dtype, train_idx))
         (params, opt_state, ema, step), train_loss, finite = epoch_fn(
-            state.params, state.opt_state, state.ema_params, state.step, state.plateau.scale,
-            batches)
+            state.params, state.opt_state, state.ema_params, state.step, batches)
         if not bool(finite):
             raise FloatingPointError(
                 f"pre-training loss became non-finite in epoch {epoch}; lower the learning "
                 "rate (PretrainConfig.learning_rate) or check the data for outliers")
         val_m = _summarise(eval_fn(ema, val_batches), val.n_atoms)
-        lr_now = float(learning_rate(cfg, step, state.plateau.scale))
-        plateau = plateau_update(state.plateau, val_m["loss"], factor=cfg.plateau_factor,
-                                 patience=cfg.plateau_patience,
-                                 min_scale=cfg.min_learning_rate / cfg.learning_rate)
+        lr_now = float(learning_rate(cfg, step, plateau_of(opt_state).scale))
+        opt_state = observe_plateau(opt_state, val_m["loss"], factor=cfg.plateau_factor,
+                                    patience=cfg.plateau_patience,
+                                    min_scale=cfg.min_learning_rate / cfg.learning_rate)
         better = val_m["loss"] < float(state.best_val_loss)
         state = state.replace(
             params=params, opt_state=opt_state, ema_params=ema, step=step,
-            epoch=jnp.asarray(epoch + 1, jnp.int32), plateau=plateau,
+            epoch=jnp.asarray(epoch + 1, jnp.int32),
             best_params=ema if better else state.best_params,
             best_val_loss=jnp.asarray(val_m["loss"] if better else state.best_val_loss,
                                       jnp.float32),
@@ -353,22 +373,12 @@ def _save(state: PretrainState, run_dir: Path, record: dict, better: bool) -> No
         save_checkpoint(run_dir / "best", epoch, {"params": state.best_params},
                         {"epoch": int(state.best_epoch), "val_loss": float(state.best_val_loss)},
                         max_to_keep=1)
-    with open(run_dir / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_record(run_dir / "metrics.jsonl", record)
 
 
 def _restore(state: PretrainState, run_dir: Path) -> PretrainState:
     arrays, _ = restore_checkpoint(run_dir / "checkpoints", like=_arrays(state))
     return state.replace(**arrays)
-
-
-def _truncate_log(path: Path, n_epochs: int) -> None:
-    """Drop log records of epochs that the restored checkpoint does not contain."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip()
-            and json.loads(ln)["epoch"] < n_epochs]
-    path.write_text("".join(k + "\n" for k in keep))
 
 
 def load_best_params(run_dir: str | Path, like: Params) -> Params:

@@ -14,6 +14,7 @@ from stablejax._types import Array
 from stablejax.data.frames import Frames
 from stablejax.data.systems import System
 from stablejax.models import Model
+from stablejax.models.frames import frames_neighbor_idx
 from stablejax.observables.distances import distance_distribution, distance_distribution_target
 from stablejax.simulate import Simulator, make_simulator
 from stablejax.stability.criteria import bond_length_criterion
@@ -63,6 +64,8 @@ def make_simulator_for(model: Model, system: System, cfg: Any, *, integrator: st
                                       threshold_angstrom=tolerance_angstrom)
     return make_simulator(model.energy_fn, masses=system.masses_amu, dt_fs=cfg.dt_fs,
                           n_dump=n_dump, integrator=integrator, temperature_k=cfg.temperature_k,
+                          displacement_fn=model.displacement_fn, shift_fn=model.shift_fn,
+                          neighbor_fn=model.neighbor_fn,
                           criterion=criterion, frames_per_chunk=frames_per_chunk,
                           nh_tau_steps=getattr(cfg, "nh_tau_steps", 20.0),
                           gamma_per_ps=gamma_per_ps)
@@ -96,7 +99,9 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
     if cfg.qm_weight > 0:
         if not train.has_labels:
             raise ValueError("qm_weight > 0 needs labelled training frames")
-        qm_batches = stack_batches(make_batches(train, cfg.qm_batch_size, dtype=dtype))
+        qm_batches = stack_batches(make_batches(
+            train, cfg.qm_batch_size, dtype=dtype,
+            neighbor_idx=frames_neighbor_idx(model, train.positions)))
     # Unlabelled frames are fine when qm_weight is 0 (they only give the start structures).
     scales = loss_scales(train, cfg.qm_loss) if train.has_labels else LossScales(1.0, 1.0)
     return Problem(model, simulator, observable_fn, target, qm_batches,

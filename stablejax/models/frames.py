@@ -1,0 +1,84 @@
+"""Energies of stored frames: what a model needs besides the positions.
+
+A free molecule's energy needs only ``R``. A periodic model takes ``neighbor=`` (a JAX-MD
+neighbour list), which cannot be stored per frame as it is: its capacity and format are static
+and its allocation is not jittable. Stored frames (QM data, frames recorded by the simulator)
+therefore carry only the list's index array, ``neighbor_idx`` ([n_atoms, k] dense or [2, k]
+sparse, padded with ``n_atoms``), and :func:`frame_energy_fn` rebuilds the ``NeighborList`` from a
+template with the model's static settings. Every stage (pre-training batches, QM metrics, the
+StABlE learning step and estimators) evaluates stored frames through it, so periodic models with
+neighbour lists work everywhere free molecules do::
+
+    energy = frame_energy_fn(model, R0)          # R0: one example frame [n_atoms, 3]
+    idx = frames_neighbor_idx(model, R_frames)   # None for a free molecule
+    E = energy(params, R_frames[0], neighbor_idx=None if idx is None else idx[0])
+
+A list held by a frame lists every pair within the cutoff plus the skin, so it is exact for
+that frame (the simulator records the list it used at that step; data frames get a fresh one).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from stablejax._types import Array, Params
+from stablejax.models.core import Model
+from stablejax.models.neighbors import allocate_batched
+
+
+def frames_neighbor_idx(model: Model, positions: Any) -> np.ndarray | None:
+    """One neighbour-list index array per frame, all with a common capacity.
+
+    Args:
+      model: the model (its ``neighbor_fn``; None for free molecules).
+      positions: [n_frames, n_atoms, 3] Angstrom.
+
+    Returns:
+      [n_frames, ...] int32 (``neighbor.idx`` of each frame, padded with ``n_atoms``), or None
+      when the model needs no neighbour list.
+    """
+    if model.neighbor_fn is None:
+        return None
+    return np.asarray(allocate_batched(model.neighbor_fn, np.asarray(positions)).idx)
+
+
+def frame_energy_fn(model: Model, example_positions: Any) -> Callable[..., Array]:
+    """``energy(params, R, neighbor_idx=None) -> eV`` of a stored frame.
+
+    For a free molecule this is ``model.energy_fn`` (``neighbor_idx`` must be None). For a
+    periodic model, ``neighbor_idx`` is required and becomes ``neighbor=`` through a template
+    list allocated once from ``example_positions`` ([n_atoms, 3]): only the static settings of
+    the template are used (format, cutoff), never its pairs.
+    """
+    if model.neighbor_fn is None:
+        def energy(params: Params, R: Array, neighbor_idx: Array | None = None) -> Array:
+            if neighbor_idx is not None:
+                raise ValueError("this model is not periodic: frames carry no neighbour list")
+            return model.energy_fn(params, R)
+
+        return energy
+    template = model.neighbor_fn.allocate(np.asarray(example_positions))
+
+    def energy(params: Params, R: Array, neighbor_idx: Array | None = None) -> Array:
+        if neighbor_idx is None:
+            raise ValueError("this model is periodic: a stored frame needs its neighbor_idx "
+                             "(see stablejax.models.frames_neighbor_idx)")
+        return model.energy_fn(params, R, neighbor=template.set(idx=neighbor_idx))
+
+    return energy
+
+
+def pad_neighbor_idx(idx: Array, capacity: int, n_atoms: int) -> Array:
+    """Pad the last axis of neighbour-list index arrays to ``capacity`` with ``n_atoms``
+    (JAX-MD's empty slot), so lists of different capacity stack."""
+    import jax.numpy as jnp
+
+    pad = capacity - idx.shape[-1]
+    if pad < 0:
+        raise ValueError(f"capacity {capacity} is smaller than the list's {idx.shape[-1]}")
+    if pad == 0:
+        return idx
+    widths = [(0, 0)] * (idx.ndim - 1) + [(0, pad)]
+    return jnp.pad(idx, widths, constant_values=n_atoms)
