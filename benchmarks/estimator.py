@@ -56,48 +56,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-SYSTEM = "aspirin"
-TEMPERATURE_K = 500.0
-BLOCK_SIZE = 40  # reference scaling only (method.md section 1)
-R_MAX_ANGSTROM = 10.0
-DR_ANGSTROM = 0.02  # 500 bins
-N_TARGET_FRAMES = 256
-TARGET_DISPLACEMENT_FACTOR = 1.5
-GB = 1e9
-
+from _estimator_setup import (
+    BLOCK_SIZE,
+    DR_ANGSTROM,
+    GB,
+    R_MAX_ANGSTROM,
+    SYSTEM,
+    TEMPERATURE_K,
+    compile_measured,
+    device_peak_gb,
+    gflops,
+    median_seconds,
+    memory_limit_gb,
+    rss_gb,
+    sig,
+    write_inputs,
+)
 
 # --------------------------------------------------------------------------- parent (no JAX)
-
-
-def write_inputs(workdir: Path, n_frames: int, displacement: float, seed: int = 0) -> int:
-    """Save atomic numbers, frames and target frames (float64 numpy) for the children.
-
-    Returns:
-      the number of atoms.
-    """
-    from stablejax.data.structures import embed_smiles
-    from stablejax.data.systems import get_molecule
-
-    z, R0 = embed_smiles(get_molecule(SYSTEM).smiles, seed=seed)
-    rng = np.random.default_rng(seed)
-    frames = R0[None] + displacement * rng.standard_normal((n_frames,) + R0.shape)
-    ref = R0[None] + (TARGET_DISPLACEMENT_FACTOR * displacement
-                      * rng.standard_normal((N_TARGET_FRAMES,) + R0.shape))
-    np.save(workdir / "atomic_numbers.npy", z)
-    np.save(workdir / "frames.npy", frames)
-    np.save(workdir / "target_frames.npy", ref)
-    return int(len(z))
 
 
 def run_child(role: str, workdir: Path, args: argparse.Namespace, chunk_size: int,
@@ -118,11 +100,6 @@ def run_child(role: str, workdir: Path, args: argparse.Namespace, chunk_size: in
         what = "OOM (crashed)" if oom else f"failed (exit code {proc.returncode})"
         return None, what
     return json.loads(lines[-1]), ""
-
-
-def _sig(x: float, digits: int = 4) -> float:
-    """``x`` rounded to ``digits`` significant digits (GB figures span several decades)."""
-    return float(f"{x:.{digits}g}")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -167,7 +144,7 @@ def parent_config(args: argparse.Namespace, n_frames: int, chunk_size: int, scal
                                                              est["flops"]["energy_force"])
         itemsize = 8 if args.x64 else 4
         predicted = n_frames * est["n_params"] * itemsize / GB
-        record["baseline_predicted_gb"] = _sig(predicted)
+        record["baseline_predicted_gb"] = sig(predicted)
         base = None
         if predicted > args.max_baseline_gb:
             record["baseline"] = "OOM (skipped)"
@@ -200,54 +177,6 @@ def parent_config(args: argparse.Namespace, n_frames: int, chunk_size: int, scal
 
 
 # --------------------------------------------------------------------------- child (JAX)
-
-
-def _rss_gb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB), GB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
-
-
-def _memory_limit_gb(jax) -> float:
-    """80% of the device's memory (accelerator: allocator limit; CPU: physical RAM), GB."""
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return 0.8 * stats["bytes_limit"] / GB
-    return 0.8 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GB
-
-
-def _device_peak_gb(jax) -> float | None:
-    stats = jax.devices()[0].memory_stats()
-    if not stats or "peak_bytes_in_use" not in stats:
-        return None
-    return _sig(stats["peak_bytes_in_use"] / GB)
-
-
-def _compile(jax, fn, *args):
-    t = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t
-    analysis = compiled.memory_analysis()
-    temp_gb = None if analysis is None else _sig(analysis.temp_size_in_bytes / GB)
-    return compiled, compile_s, temp_gb
-
-
-def _gflops(jax, fn, *args) -> float | None:
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
-        cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    return _sig(cost["flops"] / 1e9)
-
-
-def _median_seconds(jax, fn, args, repeats: int):
-    out = jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -298,22 +227,22 @@ def child(args: argparse.Namespace) -> dict:
         def method(p, x, t):
             return per_frame_gradient_baseline(p, x, target=t, **kw)
 
-    setup_rss = _rss_gb()
-    compiled, compile_s, temp_gb = _compile(jax, method, params, X, target)
+    setup_rss = rss_gb()
+    compiled, compile_s, temp_gb = compile_measured(jax, method, params, X, target)
     result = {"n_params": int(sum(x.size for x in jax.tree.leaves(params))),
               "n_bins": int(target.shape[0]), "dtype": dtype,
               "device": jax.devices()[0].device_kind}
     if args.child == "baseline" and temp_gb is not None:
         limit = args.max_baseline_temp_gb
-        limit = _memory_limit_gb(jax) if limit is None else limit
+        limit = memory_limit_gb(jax) if limit is None else limit
         if temp_gb > limit:
             result.update(skipped=True, method={"temp_gb": temp_gb})
             return result
-    seconds, (loss, grads) = _median_seconds(jax, compiled, (params, X, target), args.repeats)
+    seconds, (loss, grads) = median_seconds(jax, compiled, (params, X, target), args.repeats)
     result["method"] = {"s": round(seconds, 5), "compile_s": round(compile_s, 3),
-                        "temp_gb": temp_gb, "peak_rss_gb": _sig(_rss_gb()),
-                        "setup_rss_gb": _sig(setup_rss),
-                        "device_peak_gb": _device_peak_gb(jax)}
+                        "temp_gb": temp_gb, "peak_rss_gb": sig(rss_gb()),
+                        "setup_rss_gb": sig(setup_rss),
+                        "device_peak_gb": device_peak_gb(jax)}
     result["loss"] = float(loss)
     flat = np.asarray(ravel_pytree(grads)[0], dtype=np.float64)
     if not np.all(np.isfinite(flat)):
@@ -333,8 +262,8 @@ def child(args: argparse.Namespace) -> dict:
             e, g = jax.lax.map(lambda c: venergy_force(p, c), xs)
             return e.reshape(-1)[:n], -g.reshape((-1,) + x.shape[1:])[:n]
 
-        ef, ef_compile_s, _ = _compile(jax, energy_force_chunked, params, X)
-        ef_s, _ = _median_seconds(jax, ef, (params, X), args.repeats)
+        ef, ef_compile_s, _ = compile_measured(jax, energy_force_chunked, params, X)
+        ef_s, _ = median_seconds(jax, ef, (params, X), args.repeats)
         result["energy_force_chunked_s"] = round(ef_s, 5)
         result["energy_force_compile_s"] = round(ef_compile_s, 3)
 
@@ -342,11 +271,11 @@ def child(args: argparse.Namespace) -> dict:
             return jax.value_and_grad(boltzmann_loss)(p, x, target=t, chunk_size=chunk_size,
                                                       forward_energies=False, **kw)
 
-        sp, _, sp_temp = _compile(jax, single_pass, params, X, target)
-        sp_s, (_, sp_grads) = _median_seconds(jax, sp, (params, X, target), args.repeats)
+        sp, _, sp_temp = compile_measured(jax, single_pass, params, X, target)
+        sp_s, (_, sp_grads) = median_seconds(jax, sp, (params, X, target), args.repeats)
         sp_flat = np.asarray(ravel_pytree(sp_grads)[0], dtype=np.float64)
         result["single_pass"] = {"s": round(sp_s, 5), "temp_gb": sp_temp,
-                                 "grad_rel_diff": _sig(float(np.linalg.norm(sp_flat - flat)
+                                 "grad_rel_diff": sig(float(np.linalg.norm(sp_flat - flat)
                                                              / np.linalg.norm(flat)))}
 
         # Per-chunk FLOPs: energy+force vs the estimator's own per-chunk kernel, the
@@ -357,8 +286,8 @@ def child(args: argparse.Namespace) -> dict:
             return weighted_energy_grad(model.energy_fn, p, x, w, None)
 
         result["flops"] = {
-            "energy_force": _gflops(jax, venergy_force, params, x_chunk),
-            "param_vjp": _gflops(jax, param_vjp, params, x_chunk,
+            "energy_force": gflops(jax, venergy_force, params, x_chunk),
+            "param_vjp": gflops(jax, param_vjp, params, x_chunk,
                                  jnp.ones(x_chunk.shape[0], dtype)),
         }
     return result

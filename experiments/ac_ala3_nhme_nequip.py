@@ -9,24 +9,31 @@ Evaluation follows the paper's MD22 protocol: Nose-Hoover at 500 K, tolerance 0.
 
 from __future__ import annotations
 
+import dataclasses
+
 from experiments.common import Plan, main as run_main
 
 SYSTEM = "ac-ala3-nhme"
 
 
 def make_plan(scale: str, seed: int = 0) -> Plan:
+    from stablejax.config import HRConfig
     from stablejax.evaluate import EvalConfig
+    from stablejax.evaluate.stability_run import EVAL_MD
     from stablejax.models import NequIPConfig
     from stablejax.train import PretrainConfig, TrainConfig
 
-    ev = dict(integrator="nose_hoover", hr_r_max_angstrom=15.0, seed=seed)
+    ev = dict(md=dataclasses.replace(EVAL_MD, integrator="nose_hoover"),
+              hr=HRConfig(r_max_angstrom=15.0), seed=seed)
     if scale == "demo":
         return Plan(
             system=SYSTEM, model="nequip",
             pretrain=PretrainConfig.nequip(time_budget_s=150, seed=seed),
             model_overrides={},
-            train=TrainConfig.ac_ala3_nhme(n_replicas=4, steps_per_epoch=400, n_dump=50,
-                                           n_epochs=4, plateau_patience=1, qm_max_batches=4,
+            train=TrainConfig.ac_ala3_nhme(n_replicas=4, epoch_ps=0.2,
+                                           md={"frame_interval_fs": 25.0}, n_epochs=4,
+                                           optimizer={"plateau_patience": 1,
+                                                      "qm_max_batches": 4},
                                            stable_epochs=1, seed=seed),
             evaluation=EvalConfig(n_replicas=4, time_ps=1.0, **ev),
             notes=("Demo scale: 2.5-minute pre-training and 4 StABlE epochs; shows the "
@@ -37,11 +44,14 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
             pretrain=PretrainConfig.nequip(time_budget_s=4 * 60, seed=seed),
             model_overrides=dict(NequIPConfig.CPU_SCALE),
             train_frames=50,
-            train=TrainConfig.ac_ala3_nhme(n_replicas=16, steps_per_epoch=1000, n_epochs=60,
-                                           learning_rate=5e-3, plateau_patience=4,
-                                           qm_max_batches=20, stable_epochs=4, n_dump=50,
-                                           max_frac_unstable=0.5,
-                                           max_learning_steps_per_epoch=5, seed=seed),
+            train=TrainConfig.ac_ala3_nhme(n_replicas=16, epoch_ps=0.5, n_epochs=60,
+                                           md={"frame_interval_fs": 25.0},
+                                           optimizer={"learning_rate": 5e-3,
+                                                      "plateau_patience": 4,
+                                                      "qm_max_batches": 20},
+                                           phases={"max_frac_unstable": 0.5},
+                                           estimator={"max_steps_per_epoch": 5},
+                                           stable_epochs=4, seed=seed),
             evaluation=EvalConfig(n_replicas=16, time_ps=5.0, **ev),
             notes=("CPU scale: a smaller NequIP (16 channels per irrep, 2 layers, radial MLP "
                    "2x32; 16k parameters instead of 121k) because the paper's model runs ~27 "

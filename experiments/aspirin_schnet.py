@@ -22,9 +22,11 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
             pretrain=PretrainConfig.schnet(time_budget_s=150, batch_size=10, warmup_steps=50,
                                            seed=seed),
             model_overrides={},
-            train=TrainConfig.aspirin(n_replicas=8, steps_per_epoch=500, n_dump=50, n_epochs=6,
-                                      plateau_patience=1, qm_max_batches=2, stable_epochs=1,
-                                      max_frac_unstable=0.5, seed=seed),
+            train=TrainConfig.aspirin(n_replicas=8, epoch_ps=0.25,
+                                      md={"frame_interval_fs": 25.0}, n_epochs=6,
+                                      optimizer={"plateau_patience": 1, "qm_max_batches": 2},
+                                      stable_epochs=1, phases={"max_frac_unstable": 0.5},
+                                      seed=seed),
             evaluation=EvalConfig(n_replicas=8, time_ps=2.0, seed=seed),
             notes=("Demo scale: 2.5-minute pre-training (batch 10 instead of the paper's 100, "
                    "for more updates per second on a CPU), 6 StABlE epochs, learning from 50% "
@@ -37,8 +39,9 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
                                            seed=seed),
             model_overrides={},
             train_frames=250,
-            train=TrainConfig.aspirin(n_replicas=32, n_epochs=80, learning_rate=3e-3,
-                                      plateau_patience=5, stable_epochs=20, seed=seed),
+            train=TrainConfig.aspirin(n_replicas=32, n_epochs=80,
+                                      optimizer={"learning_rate": 3e-3, "plateau_patience": 5},
+                                      stable_epochs=20, seed=seed),
             evaluation=EvalConfig(n_replicas=32, time_ps=25.0, seed=seed),
             notes=("CPU scale: a data-limited SchNet as in the paper's recipe - 250 of the 950 "
                    "training frames (seeded subset; validation/test unchanged), 8-minute "

@@ -43,7 +43,8 @@ class Args:
     """Stop after this stage (default: run every stage and write the report); a later run
     with the same --run-dir continues from there."""
     train_overrides: str | None = None
-    """JSON object of TrainConfig fields that replace the plan's, e.g. '{"qm_weight": 0.01}'
+    """JSON object of TrainConfig fields that replace the plan's, nested as the config is,
+    e.g. '{"optimizer": {"qm_weight": 0.01}}'
     (a variant of the plan; recorded in the report's notes). Use another --run-dir for it."""
 
 
@@ -100,7 +101,8 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     from stablejax.data import generate_dataset, load_dataset, scale_config
     from stablejax.evaluate import evaluate_model
     from stablejax.evaluate.report import save_eval, write_report
-    from stablejax.train.pipeline import load_model_dir, pretrain_on_dataset, stable_on_dataset
+    from stablejax.io.run_dir import MODEL_SPEC
+    from stablejax.pipeline import load_model_dir, pretrain_on_dataset, stable_on_dataset
 
     run_dir = args.run_dir or Path("runs") / f"{experiment}-{args.scale}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -125,12 +127,11 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         "model": plan.model, "data set": str(data_path),
         "frames train/val/test/reference (used)": f"{dataset.train.n_frames}/{dataset.val.n_frames}/"
                                            f"{dataset.test.n_frames}/{dataset.reference.n_frames}",
-        "StABlE replicas x epoch": f"{plan.train.n_replicas} x "
-                                   f"{plan.train.steps_per_epoch * plan.train.dt_fs / 1000} ps",
+        "StABlE replicas x epoch": f"{plan.train.n_replicas} x {plan.train.epoch_ps} ps",
         "StABlE max epochs": plan.train.n_epochs,
-        "estimator scaling": plan.train.scaling,
+        "estimator scaling": plan.train.estimator.scaling,
         "evaluation": f"{plan.evaluation.n_replicas} replicas x {plan.evaluation.time_ps} ps, "
-                      f"{plan.evaluation.integrator}",
+                      f"{plan.evaluation.md.integrator}",
         **({"notes": " ".join(plan.notes)} if plan.notes else {}),
     }, indent=1))
 
@@ -162,7 +163,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     t = _stage("stable")
     stable_dir = run_dir / "stable_model"
     stable_dir.mkdir(exist_ok=True)
-    shutil.copy(pre_dir / "model.json", stable_dir / "model.json")
+    shutil.copy(pre_dir / MODEL_SPEC, stable_dir / MODEL_SPEC)
     with ProgressBar("[4/6 StABlE] epochs", unit="epoch",
                      postfix_keys=("phase", "unstable_fraction")) as bar:
         def progress(d, tot, info):
@@ -201,7 +202,10 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
 
 
 def with_train_overrides(plan: Plan, overrides: str | None) -> Plan:
-    """The plan with the TrainConfig fields of a JSON object replaced (None: unchanged)."""
+    """The plan with TrainConfig fields replaced by a JSON object, nested as the config is
+    (``'{"optimizer": {"qm_weight": 30.0}, "n_epochs": 70}'``; None: unchanged)."""
+    from stablejax.config import replace
+
     if not overrides:
         return plan
     try:
@@ -210,11 +214,7 @@ def with_train_overrides(plan: Plan, overrides: str | None) -> Plan:
         raise ValueError(f"--train-overrides is not valid JSON ({e}): {overrides!r}") from None
     if not isinstance(fields, dict):
         raise ValueError(f"--train-overrides must be a JSON object, got {overrides!r}")
-    known = {f.name for f in dataclasses.fields(plan.train)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"--train-overrides: unknown TrainConfig field(s) {unknown}")
-    train = dataclasses.replace(plan.train, **fields)
+    train = replace(plan.train, fields)
     return dataclasses.replace(plan, train=train,
                                notes=plan.notes + (f"Variant: TrainConfig overrides {fields}.",))
 

@@ -9,6 +9,7 @@ Entry points (imported on first use, so ``import stablejax`` stays light):
   ``stablejax.TrainConfig``: StABlE training.
 * ``stablejax.pretrain(state, cfg, train, val)`` with ``stablejax.PretrainState.create(...)``:
   QM energy/force pre-training.
+* ``stablejax.pipeline``: the data -> pre-training -> StABlE stages the CLI and experiments run.
 * ``stablejax.data``, ``stablejax.models``, ``stablejax.simulate``, ``stablejax.observables``,
   ``stablejax.stability``, ``stablejax.estimator``, ``stablejax.io``: the building blocks.
 """
@@ -26,7 +27,7 @@ _LAZY = {
     "make_problem": "stablejax.train.problem",
 }
 _SUBMODULES = {"data", "io", "models", "simulate", "observables", "stability", "estimator",
-               "train", "evaluate", "units"}
+               "train", "evaluate", "pipeline", "units"}
 
 
 def __getattr__(name):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import numpy as np
@@ -26,3 +26,22 @@ class EnergyFn(Protocol):
 #: A progress callback: ``callback(done, total, info_dict)``. Library loops call it; the CLI
 #: turns it into a progress bar.
 ProgressFn = Callable[[int, int, dict], None]
+
+
+class CriterionResult(NamedTuple):
+    """Outcome of a stability criterion on a frame (or window of frames).
+
+    Attributes:
+      unstable: [] bool.
+      value: [] float, the metric compared with the threshold (Angstrom for the bond and
+        distance criteria, the RDF error for the RDF criterion).
+    """
+
+    unstable: Array
+    value: Array
+
+
+#: A stability criterion: ``criterion(R [n_atoms, 3]) -> CriterionResult(unstable, value)``;
+#: the simulator also accepts a plain ``(unstable, value)`` pair. Factories are in
+#: ``stablejax.stability``; the simulator (``stablejax.simulate``) runs it at every dump.
+Criterion = Callable[[Array], CriterionResult]

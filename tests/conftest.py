@@ -19,3 +19,29 @@ def x64_module():
     pytest.mark.usefixtures("x64_module")``."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def ethanol_model_dirs(tmp_path_factory):
+    """(model_dir, data_dir): a tiny GFN2-xTB ethanol data set and an untrained 1-layer SchNet
+    model directory (model.json + best/), shared by the CLI and evaluation tests."""
+    import jax
+
+    from stablejax.data import generate_dataset, load_dataset, scale_config
+    from stablejax.io.checkpoint import save_checkpoint
+    from stablejax.train.model_spec import spec_from_data
+
+    root = tmp_path_factory.mktemp("ethanol")
+    cfg = scale_config("ethanol", n_train=6, n_val=2, n_test=4, reference_ps=0.02,
+                       equilibration_ps=0.01, chunk_frames=2, sample_every=5,
+                       reference_sample_every=5)
+    data = generate_dataset(cfg, root / "data", n_workers=1)
+    ds = load_dataset(data)
+    spec = spec_from_data("schnet", ds.train, n_interactions=1, hidden_features=8, n_filters=8,
+                          n_gaussians=8)
+    model_dir = root / "model"
+    model_dir.mkdir()
+    spec.save(model_dir / "model.json")
+    params = spec.build().init(jax.random.PRNGKey(0), ds.train.positions[0])
+    save_checkpoint(model_dir / "best", 0, {"params": params})
+    return model_dir, data

@@ -3,52 +3,25 @@
 import csv
 import json
 
-import jax
 import numpy as np
 import pytest
 
 from stablejax.cli.main import main
-from stablejax.cli.simulate import parse_time_fs
-from stablejax.data import generate_dataset, load_dataset, scale_config
+from stablejax.data import load_dataset
 from stablejax.io import read_frames
-from stablejax.io.checkpoint import save_checkpoint
 from stablejax.observables import bond_lengths
-from stablejax.train.model_spec import spec_from_data
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim")
-    cfg = scale_config("ethanol", n_train=6, n_val=2, n_test=4, reference_ps=0.02,
-                       equilibration_ps=0.01, chunk_frames=2, sample_every=5,
-                       reference_sample_every=5)
-    data = generate_dataset(cfg, root / "data", n_workers=1)
-    ds = load_dataset(data)
-    spec = spec_from_data("schnet", ds.train, n_interactions=1, hidden_features=8, n_filters=8,
-                          n_gaussians=8)
-    model_dir = root / "model"
-    model_dir.mkdir()
-    spec.save(model_dir / "model.json")
-    params = spec.build().init(jax.random.PRNGKey(0), ds.train.positions[0])
-    save_checkpoint(model_dir / "best", 0, {"params": params})
-    return model_dir, data
+def dirs(ethanol_model_dirs):
+    return ethanol_model_dirs
 
 
 def _run(model_dir, data, out, *extra):
     return main(["simulate", "--checkpoint", str(model_dir), "--data", str(data),
-                 "--replicas", "3", "--time", "20fs", "--dt-fs", "0.5",
+                 "--n-replicas", "3", "--time-ps", "0.02", "--dt-fs", "0.5",
                  "--frame-interval-fs", "5", "--frames-per-chunk", "2", "--out", str(out),
                  *extra])
-
-
-def test_parse_time():
-    assert parse_time_fs("10ps") == 10_000
-    assert parse_time_fs("500fs") == 500
-    assert parse_time_fs("1ns") == 1e6
-    assert parse_time_fs("2.5") == 2500  # bare number: ps
-    for bad in ("10 s", "ps", "-1ps", "0fs", "1e"):
-        with pytest.raises(ValueError, match="--time"):
-            parse_time_fs(bad)
 
 
 def test_simulate_extxyz(dirs, tmp_path):
@@ -94,8 +67,15 @@ def test_simulate_extxyz(dirs, tmp_path):
 
 def test_errors(dirs, tmp_path, capsys):
     model_dir, data = dirs
-    assert _run(model_dir, data, tmp_path / "a", "--time", "10 parsecs") == 1
-    assert "--time" in capsys.readouterr().err
+    # Bad values are rejected by the config classes while parsing (usage error, rc 2).
+    for flags, message in [
+            (("--time-ps", "-1"), "SimulateArgs.time_ps must be > 0, got -1.0"),
+            (("--frame-interval-fs", "0.7"),
+             "MDConfig.frame_interval_fs must be a positive multiple of dt_fs=0.5, got 0.7")]:
+        with pytest.raises(SystemExit) as exit_info:
+            _run(model_dir, data, tmp_path / "a", *flags)
+        assert exit_info.value.code == 2
+        assert message in " ".join(capsys.readouterr().err.split())
     assert _run(tmp_path / "missing", data, tmp_path / "b") == 1
     assert "no such model directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -103,8 +83,14 @@ def test_errors(dirs, tmp_path, capsys):
     assert "model.json" in capsys.readouterr().err
     assert _run(model_dir, tmp_path / "nodata", tmp_path / "d") == 1
     assert "not a data set directory" in capsys.readouterr().err
-    assert _run(model_dir, data, tmp_path / "e", "--frame-interval-fs", "0.7") == 1
-    assert "--frame-interval-fs" in capsys.readouterr().err
+    # A bad flag is rejected before anything in --out is touched (nothing there is lost).
+    keep = tmp_path / "f"
+    keep.mkdir()
+    (keep / "summary.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        _run(model_dir, data, keep, "--overwrite", "--gamma-per-ps", "-1")
+    assert "MDConfig.gamma_per_ps must be > 0" in " ".join(capsys.readouterr().err.split())
+    assert (keep / "summary.json").read_text() == "{}"
 
 
 def test_ctrl_c_keeps_what_was_simulated(dirs, tmp_path, monkeypatch):
@@ -134,7 +120,7 @@ def test_evaluate_cli_uses_shared_md_flags(dirs, tmp_path, capsys):
     """``stablejax evaluate`` takes the same simulation flags as ``simulate`` and applies them."""
     model_dir, data = dirs
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(model_dir), "--data", str(data), "--replicas", "2",
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(data), "--n-replicas", "2",
                  "--time-ps", "0.01", "--dt-fs", "0.5", "--frame-interval-fs", "5",
                  "--integrator", "nose_hoover", "--tolerance-angstrom", "0.4",
                  "--out", str(out)]) == 0

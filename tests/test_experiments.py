@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from experiments.common import Args, Plan, run
+from stablejax.config import replace
 from stablejax.evaluate import EvalConfig
 from stablejax.models import SchNetConfig
 from stablejax.train import PretrainConfig, TrainConfig
@@ -16,10 +17,13 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         pretrain=PretrainConfig.schnet(max_epochs=2, batch_size=8, warmup_steps=0),
         model_overrides={"config": SchNetConfig(cutoff_angstrom=4.0, hidden_features=8,
                                                 n_filters=8, n_interactions=1, n_gaussians=8)},
-        train=TrainConfig.aspirin(n_replicas=2, steps_per_epoch=20, n_dump=10, n_epochs=2,
-                                  qm_max_batches=1, qm_batch_size=8, hr_r_max_angstrom=4.0),
-        evaluation=EvalConfig(n_replicas=2, time_ps=0.02, frame_interval_fs=5.0,
-                              hr_r_max_angstrom=4.0, n_bootstrap=20),
+        train=TrainConfig.aspirin(n_replicas=2, epoch_ps=0.01, md={"frame_interval_fs": 5.0},
+                                  n_epochs=2, optimizer={"qm_max_batches": 1,
+                                                         "qm_batch_size": 8},
+                                  hr={"r_max_angstrom": 4.0}),
+        evaluation=replace(EvalConfig(), {"n_replicas": 2, "time_ps": 0.02,
+                                          "md": {"frame_interval_fs": 5.0},
+                                          "hr": {"r_max_angstrom": 4.0}, "n_bootstrap": 20}),
         data_overrides=dict(n_train=16, n_val=4, n_test=4, reference_ps=0.02,
                             equilibration_ps=0.01, chunk_frames=4, sample_every=5,
                             reference_sample_every=5),
@@ -41,7 +45,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     assert len(records) == 2
     # a StABlE run without a learning phase keeps the parameters; its evaluation is reused
     from experiments.common import same_parameters
-    from stablejax.train.pipeline import load_model_dir
+    from stablejax.pipeline import load_model_dir
 
     unchanged = same_parameters(load_model_dir(run_dir / "pretrain")[2],
                                 load_model_dir(run_dir / "stable_model")[2])
@@ -128,12 +132,15 @@ def test_train_overrides_make_a_checked_variant_of_a_plan():
 
     plan = aspirin_schnet.make_plan("cpu")
     assert with_train_overrides(plan, None) is plan
-    v = with_train_overrides(plan, '{"qm_weight": 0.01, "n_dump": 50}')
-    assert v.train.qm_weight == 0.01 and v.train.n_dump == 50
+    v = with_train_overrides(
+        plan, '{"optimizer": {"qm_weight": 0.01}, "md": {"frame_interval_fs": 25.0}}')
+    assert v.train.optimizer.qm_weight == 0.01 and v.train.md.n_dump == 50
+    # nested configs are merged, not replaced
+    assert v.train.optimizer.learning_rate == plan.train.optimizer.learning_rate
     assert v.train.n_replicas == plan.train.n_replicas and "qm_weight" in v.notes[-1]
-    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['qm_wieght'\]"):
-        with_train_overrides(plan, '{"qm_wieght": 0.01}')
+    with pytest.raises(ValueError, match=r"TrainConfig\.optimizer\.qm_wieght is not a field"):
+        with_train_overrides(plan, '{"optimizer": {"qm_wieght": 0.01}}')
     with pytest.raises(ValueError, match="not valid JSON"):
         with_train_overrides(plan, "{qm_weight: 0.01}")
-    with pytest.raises(ValueError, match="n_dump"):
-        with_train_overrides(plan, '{"n_dump": 0}')
+    with pytest.raises(ValueError, match="MDConfig.frame_interval_fs must be"):
+        with_train_overrides(plan, '{"md": {"frame_interval_fs": 0.3}}')

@@ -29,7 +29,7 @@ AVG_NEIGHBORS = 4.0
 CONFIGS = {
     "schnet": SchNetConfig(cutoff_angstrom=CUTOFF, hidden_features=16, n_filters=16,
                            n_interactions=2, n_gaussians=10),
-    "nequip": NequIPConfig(r_max_angstrom=CUTOFF, n_layers=2, hidden_irreps="4x0e+4x1e+4x0o+4x1o",
+    "nequip": NequIPConfig(cutoff_angstrom=CUTOFF, n_layers=2, hidden_irreps="4x0e+4x1e+4x0o+4x1o",
                            n_bessel=4, radial_hidden=8),
 }
 

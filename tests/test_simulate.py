@@ -377,3 +377,32 @@ def test_float32_simulation_does_not_warn_about_float64_sums(integrator):
                          jax.random.key(0))
         sim.run_chunk(TETRA_PARAMS, state)
     assert not [w for w in caught if "Explicitly requested dtype float64" in str(w.message)]
+
+
+def test_window_criterion_judges_a_chunk_of_frames():
+    """A criterion over a window of frames (here: the spread of the centre of mass over the
+    chunk's frames) marks a replica unstable at the chunk's last step; one that never fires
+    leaves the run bitwise unchanged."""
+    kw = dict(masses=TETRA_MASSES, dt_fs=2.0, n_dump=5, frames_per_chunk=3, integrator="nve",
+              temperature_k=300.0)
+
+    def com_drift(R, valid):  # R [n_frames, 4, 3]
+        com = jnp.mean(R, axis=1)
+        spread = jnp.max(jnp.linalg.norm(com - com[0], axis=-1))
+        return spread > limit, spread
+
+    plain = make_simulator(tetra_energy, **kw)
+    s0 = plain.init(TETRA_PARAMS, tetra_positions(2), jax.random.key(3))
+    ref_state, ref = plain.run(TETRA_PARAMS, s0, 30)
+    for limit, fires in [(1e9, False), (-1.0, True)]:
+        sim = make_simulator(tetra_energy, window_criterion=com_drift, **kw)
+        state, traj = sim.run(TETRA_PARAMS, sim.init(TETRA_PARAMS, tetra_positions(2),
+                                                     jax.random.key(3)), 30)
+        np.testing.assert_array_equal(traj.positions, ref.positions)
+        if not fires:
+            np.testing.assert_array_equal(traj.unstable, ref.unstable)
+            assert not bool(state.unstable.any())
+        else:
+            np.testing.assert_array_equal(state.first_unstable_step, [15, 15])  # chunk 1 end
+            np.testing.assert_array_equal(traj.unstable[:, [2, 5]], True)
+            assert not bool(traj.unstable[:, [0, 1, 3, 4]].any())

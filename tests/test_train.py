@@ -36,7 +36,9 @@ from stablejax.models import Model
 from stablejax.observables.distances import distance_distribution, distance_distribution_target
 from stablejax.simulate import make_simulator
 from stablejax.stability.criteria import min_intermolecular_distance_criterion
+from stablejax.config import MDConfig, replace
 from stablejax.train import Phase, Problem, TrainConfig, TrainState, make_stable
+from stablejax.train.stable_config import EstimatorConfig, OptimizerConfig, PhaseConfig
 from stablejax.train import train as train_fn
 from stablejax.train.losses import Batch, LossScales
 from stablejax.train.stable import stop_reason
@@ -79,6 +81,14 @@ def lj_energy(params, R, **kwargs):
     return jnp.sum(jnp.where(inside, u * switch, 0.0))
 
 
+def bcc_replicas() -> jax.Array:
+    """[N_REPLICAS, 16, 3] copies of the 2x2x2 bcc lattice filling the box (float32)."""
+    a = BOX / 2
+    cube = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], float)
+    lattice = np.concatenate([cube * a, (cube + 0.5) * a])
+    return jnp.tile(jnp.asarray(lattice, jnp.float32), (N_REPLICAS, 1, 1))
+
+
 def sig(value: float) -> dict:
     return {"sigma": jnp.asarray(value, jnp.float32)}
 
@@ -89,14 +99,16 @@ def base_cfg(**overrides) -> TrainConfig:
     learning_rate 0.3 with clip norm 1: the one-parameter gradient is (much) larger than 1, so
     each learning step moves sigma by ~0.3 Angstrom in the estimator's direction.
     """
-    kw = dict(temperature_k=TEMPERATURE_K, dt_fs=DT_FS, n_replicas=N_REPLICAS,
-              steps_per_epoch=N_DUMP * FRAMES_PER_CHUNK, n_dump=N_DUMP, learning_rate=0.3,
-              qm_weight=0.0, scaling="reference", block_size=8, chunk_size=40,
-              max_frac_unstable=0.5, min_frac_unstable=0.0, plateau_patience=10,
-              max_lr_reductions=3, reset_probability=0.0, n_checkpoints_kept=4, n_epochs=30,
-              stable_epochs=3, seed=0)
-    kw.update(overrides)
-    return TrainConfig(**kw)
+    base = TrainConfig(
+        md=MDConfig(integrator="nose_hoover", temperature_k=TEMPERATURE_K, dt_fs=DT_FS,
+                    frame_interval_fs=N_DUMP * DT_FS),
+        n_replicas=N_REPLICAS, epoch_ps=N_DUMP * FRAMES_PER_CHUNK * DT_FS / 1000,
+        estimator=EstimatorConfig(scaling="reference", block_size=8, chunk_size=40),
+        optimizer=OptimizerConfig(learning_rate=0.3, qm_weight=0.0, plateau_patience=10),
+        phases=PhaseConfig(max_frac_unstable=0.5, min_frac_unstable=0.0, max_lr_reductions=3,
+                           reset_probability=0.0, n_checkpoints_kept=4),
+        n_epochs=30, stable_epochs=3, seed=0)
+    return replace(base, overrides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +130,7 @@ def lj() -> LJ:
                          frames_per_chunk=FRAMES_PER_CHUNK)
     # Reference: melt a bcc lattice with the true sigma for 3 ps, then record 2 ps (20 frames
     # per replica); the criterion is checked over the whole 5 ps.
-    a = BOX / 2
-    cube = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], float)
-    lattice = np.concatenate([cube * a, (cube + 0.5) * a])
-    R0 = jnp.tile(jnp.asarray(lattice, jnp.float32), (N_REPLICAS, 1, 1))
-    state = sim.init(sig(SIGMA_TRUE), R0, jax.random.PRNGKey(42))
+    state = sim.init(sig(SIGMA_TRUE), bcc_replicas(), jax.random.PRNGKey(42))
     state, traj = sim.run(sig(SIGMA_TRUE), state, 1000)
     frames = traj.positions[:, 30:]  # [8, 20, 16, 3]
     target = np.asarray(distance_distribution_target(frames, **HR))
@@ -191,19 +199,19 @@ def test_lj_fluid_collapses_then_learns_true_sigma(lj):
                      if "phase" in info else None)
     phases = "".join(r["phase"][0] for r in records)
     assert re.fullmatch(r"sl{2,}s{3}", phases), phases
-    assert records[0]["unstable_fraction"] >= cfg.max_frac_unstable
+    assert records[0]["unstable_fraction"] >= cfg.phases.max_frac_unstable
     learning = [r for r in records if r["phase"] == "learning"]
-    assert learning[0]["unstable_fraction_before"] >= cfg.max_frac_unstable
-    assert all(r["learning_rate"] == pytest.approx(cfg.learning_rate) for r in learning)
+    assert learning[0]["unstable_fraction_before"] >= cfg.phases.max_frac_unstable
+    assert all(r["learning_rate"] == pytest.approx(cfg.optimizer.learning_rate) for r in learning)
     assert all(r["finite"] and r["n_frames_used"] == N_REPLICAS * 5 for r in learning)
     # The last learning epoch ends the phase (fraction <= min_frac 0) -> end_of_cycle 1.
-    assert learning[-1]["unstable_fraction"] <= cfg.min_frac_unstable
+    assert learning[-1]["unstable_fraction"] <= cfg.phases.min_frac_unstable
     assert learning[-1]["end_of_cycle"] == 1
     assert all("end_of_cycle" not in r for r in learning[:-1])
     # The final simulation phase: below the threshold (here: no instability at all), and the
     # run stops on stable_epochs, long before n_epochs.
     final = records[-cfg.stable_epochs:]
-    assert all(r["unstable_fraction"] < cfg.max_frac_unstable for r in final)
+    assert all(r["unstable_fraction"] < cfg.phases.max_frac_unstable for r in final)
     assert [r["stable_streak"] for r in final] == [1, 2, 3]
     assert stop_reason(state, cfg).startswith("stable")
     assert int(state.epoch) == len(records) < cfg.n_epochs
@@ -220,7 +228,7 @@ def test_lj_fluid_collapses_then_learns_true_sigma(lj):
     R = jnp.asarray(lj.problem.initial_positions[:N_REPLICAS])
     rs = sim.init(state.params, R, jax.random.PRNGKey(7))
     rs, _ = sim.run(state.params, rs, 200)
-    assert float(jnp.mean(rs.unstable)) < cfg.max_frac_unstable
+    assert float(jnp.mean(rs.unstable)) < cfg.phases.max_frac_unstable
 
 
 # --------------------------------------------------------------------- checkpoint and resume
@@ -278,21 +286,22 @@ def test_unstable_fraction_is_exact(lj):
 def test_enters_learning_at_threshold_from_crossing_epoch_start(lj):
     """Learning starts when last epoch's fraction >= max_frac_unstable (equality included) and
     re-simulates from that epoch's start states; below the threshold it keeps simulating."""
-    cfg_sim = base_cfg(max_frac_unstable=1.0)  # sigma 2.7: 7/8 and 6/8 unstable, no learning
+    # sigma 2.7: 7/8 and 6/8 unstable, no learning
+    cfg_sim = base_cfg(phases={"max_frac_unstable": 1.0})
     s1, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg_sim), cfg_sim, 2)
     assert [x["phase"] for x in r] == ["simulation"] * 2
     assert r[1]["n_reset"] > 0  # so epoch 1's start differs from the initial state
     s1 = force_unstable(s1, 4)  # 4/8 = 0.5 unstable in epoch 1
 
-    below, rb = epoch(s1, base_cfg(max_frac_unstable=0.625))
+    below, rb = epoch(s1, base_cfg(phases={"max_frac_unstable": 0.625}))
     assert rb["phase"] == "simulation" and int(below.phase) == Phase.SIMULATION
     assert rb["n_reset"] == 4 and rb["learning_rate"] == 0.0
     assert tree_equal(below.params, s1.params)
 
-    cfg = base_cfg(max_frac_unstable=0.5)
+    cfg = base_cfg(phases={"max_frac_unstable": 0.5})
     entered, re_ = epoch(s1, cfg)
     assert re_["phase"] == "learning" and re_["unstable_fraction_before"] == 0.5
-    assert re_["learning_rate"] == pytest.approx(cfg.learning_rate)
+    assert re_["learning_rate"] == pytest.approx(cfg.optimizer.learning_rate)
     assert tree_equal(entered.learn_start, s1.epoch_start)  # epoch 1's start, not epoch 0's
     assert not tree_equal(entered.learn_start.md.position, s1.ring.md.position[0])
     assert tree_equal(entered.epoch_start, s1.epoch_start)
@@ -303,7 +312,7 @@ def test_enters_learning_at_threshold_from_crossing_epoch_start(lj):
 def test_unstable_count_builds_up_within_a_simulation_phase(lj):
     """With fresh-velocity resets a failed replica need not fail again; it stays counted in the
     simulation phase, so the fraction that triggers learning builds up (method.md §3)."""
-    cfg = base_cfg(max_frac_unstable=1.0)
+    cfg = base_cfg(phases={"max_frac_unstable": 1.0})
     s, _ = run_epochs(TrainState.create(lj.problem, sig(SIGMA_TRUE), cfg), cfg, 1)
     first = np.zeros(8, bool)
     first[:3] = True
@@ -313,14 +322,15 @@ def test_unstable_count_builds_up_within_a_simulation_phase(lj):
     assert rec["unstable_fraction_phase"] == 3 / 8
     assert np.array_equal(np.asarray(s2.phase_unstable), first)
     # With the threshold at 3/8 the next epoch learns although the last epoch had no failure.
-    s3, rec3 = epoch(s2, base_cfg(max_frac_unstable=0.375))
+    s3, rec3 = epoch(s2, base_cfg(phases={"max_frac_unstable": 0.375}))
     assert rec3["phase"] == "learning" and rec3["unstable_fraction_phase_before"] == 0.375
 
 
 def test_learning_restarts_every_epoch_from_learn_start(lj):
-    cfg = base_cfg(learning_rate=0.01)  # small steps: stays unstable, stays learning
+    # small steps: stays unstable, stays learning
+    cfg = base_cfg(optimizer={"learning_rate": 0.01})
     s, r = run_epochs(TrainState.create(lj.problem, sig(2.7), cfg), cfg, 1)
-    assert r[0]["unstable_fraction"] >= cfg.max_frac_unstable
+    assert r[0]["unstable_fraction"] >= cfg.phases.max_frac_unstable
     learn_start, sigma = None, 2.7
     for k in range(3):
         s, rec = epoch(s, cfg)
@@ -339,8 +349,8 @@ def test_leaves_learning_after_max_lr_reductions(lj):
     reduces the rate at the 2nd and 3rd learning epochs; 2 reductions end the phase. The next
     simulation epoch restarts from the learning start states, and ceil(0.25 * 8) = 2 stable
     replicas jump to an older checkpoint with fresh velocities."""
-    cfg = base_cfg(learning_rate=1e-4, plateau_patience=0, max_lr_reductions=2,
-                   reset_probability=0.25)
+    cfg = base_cfg(optimizer={"learning_rate": 1e-4, "plateau_patience": 0},
+                   phases={"max_lr_reductions": 2, "reset_probability": 0.25})
     s, r = run_epochs(TrainState.create(lj.problem, sig(2.2), cfg), cfg, 4)
     assert [x["phase"] for x in r] == ["simulation", "learning", "learning", "learning"]
     assert all(x["unstable_fraction"] == 1.0 for x in r)
@@ -369,7 +379,7 @@ def test_leaves_learning_when_fraction_at_most_min(lj, min_frac, leaves):
     """sigma 2.8: 1/8 unstable. Forced into learning, the first learning epoch re-simulates
     epoch 0 exactly (same start, same parameters), so again 1/8: it leaves learning iff
     1/8 <= min_frac_unstable (the fraction measured before the update)."""
-    cfg = base_cfg(min_frac_unstable=min_frac, learning_rate=1e-4)
+    cfg = base_cfg(phases={"min_frac_unstable": min_frac}, optimizer={"learning_rate": 1e-4})
     s0 = TrainState.create(lj.problem, sig(2.8), cfg)
     s1, r0 = epoch(s0, cfg)
     assert r0["unstable_fraction"] == 0.125 and r0["stable_streak"] == 0  # cycle 0: no streak
@@ -395,7 +405,7 @@ def test_simulation_phase_resets_unstable_replicas(lj, fresh):
     """sigma 2.7, no learning: replicas unstable in epoch 0 restart epoch 1 from their epoch-0
     start positions; stable ones continue. Without fresh velocities the reset replicas replay
     their failure exactly (Nose-Hoover is deterministic); with them they do not."""
-    cfg = base_cfg(max_frac_unstable=1.0, fresh_velocities_on_reset=fresh)
+    cfg = base_cfg(phases={"max_frac_unstable": 1.0, "fresh_velocities_on_reset": fresh})
     s0 = TrainState.create(lj.problem, sig(2.7), cfg)
     s1, r0 = epoch(s0, cfg)
     s2, r1 = epoch(s1, cfg)
@@ -426,7 +436,7 @@ def test_simulation_phase_resets_unstable_replicas(lj, fresh):
 def test_stable_frames_only_masks_frames(lj, stable_only):
     """Learning from all finite frames (default) vs only frames before each replica's first
     instability; frames where the criterion stops firing after a violation stay excluded."""
-    cfg = base_cfg(stable_frames_only=stable_only)
+    cfg = base_cfg(estimator={"stable_frames_only": stable_only})
     s1, r0 = epoch(TrainState.create(lj.problem, sig(2.7), cfg), cfg)
     s2, r1 = epoch(s1, cfg)
     assert r1["phase"] == "learning"
@@ -453,7 +463,7 @@ def test_qm_term_pulls_sigma_to_labels(lj):
                            Batch(R, e, -g, jnp.ones(8, jnp.float32)))
     scales = LossScales(float(jnp.std(e)), float(jnp.sqrt(jnp.mean(g**2))))
     problem = lj.problem._replace(qm_batches=batches, qm_scales=scales)
-    cfg = base_cfg(qm_weight=1.0, learning_rate=0.05)
+    cfg = base_cfg(optimizer={"qm_weight": 1.0, "learning_rate": 0.05})
     with pytest.raises(ValueError, match="qm_weight"):
         make_stable(lj.problem, cfg)
     fns = make_stable(problem, cfg)
@@ -474,8 +484,8 @@ def test_learn_step_without_forward_energies_is_the_same_step(lj):
     mask = jnp.ones(6, bool)
     outs = []
     for flag in (True, False):
-        fns = make_stable(lj.problem, base_cfg(estimator_forward_energies=flag,
-                                               learning_rate=0.05))
+        fns = make_stable(lj.problem, base_cfg(estimator={"forward_energies": flag},
+                                               optimizer={"learning_rate": 0.05}))
         state = fns.init(sig(3.0))
         new, _, info = fns.learn_step(state.params, state.opt_state, state.data, frames, mask,
                                       jax.random.PRNGKey(0))
@@ -492,25 +502,25 @@ def test_config_must_match_state(lj, tmp_path):
     state = TrainState.create(lj.problem, sig(2.7), cfg)
     with pytest.raises(ValueError, match="n_replicas"):
         epoch(state, base_cfg(n_replicas=4))
-    with pytest.raises(ValueError, match="steps_per_epoch"):
-        epoch(state, base_cfg(steps_per_epoch=60))
+    with pytest.raises(ValueError, match="epoch_ps"):
+        epoch(state, base_cfg(epoch_ps=60 * DT_FS / 1000))
     # train() checks cfg against the config the state was built with, naming the field; the
     # loop's own fields (n_epochs, stable_epochs) may differ.
     with pytest.raises(ValueError, match=r"learning_rate=0\.1 \(state: 0\.3\)"):
-        train_fn(state, base_cfg(learning_rate=0.1), run_dir=tmp_path)
+        train_fn(state, base_cfg(optimizer={"learning_rate": 0.1}), run_dir=tmp_path)
     assert not (tmp_path / "checkpoints").exists()
     out = train_fn(state, base_cfg(n_epochs=1, stable_epochs=None))
     assert int(out.epoch) == 1
 
 
 def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
-    """max_learning_steps_per_epoch=3: after the step on the fresh frames, two more steps reuse
+    """max_steps_per_epoch=3: after the step on the fresh frames, two more steps reuse
     them with importance weights (tiny steps keep the ESS near 1). The clipped one-parameter
     step moves sigma by exactly lr each time, in the estimator's direction (sigma 2.8 is below
     the true 3.4). With an ESS threshold of 1.0 no reuse is possible (any parameter change
     lowers the ESS) and the epoch is bitwise the single-step epoch."""
     lr = 1e-3
-    single = base_cfg(learning_rate=lr)
+    single = base_cfg(optimizer={"learning_rate": lr})
     s0 = TrainState.create(lj.problem, sig(2.8), single)
     s1, _ = epoch(s0, single)
     forced = force_unstable(s1, 8)
@@ -519,8 +529,8 @@ def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
     assert r_one["phase"] == "learning" and r_one["learning_steps"] == 1
     assert r_one["reuse_ess_fraction"] is None
 
-    reuse = base_cfg(learning_rate=lr, max_learning_steps_per_epoch=3,
-                     reuse_min_ess_fraction=0.5)
+    reuse = base_cfg(optimizer={"learning_rate": lr},
+                     estimator={"max_steps_per_epoch": 3, "reuse_min_ess_fraction": 0.5})
     s_three, r_three = epoch(forced, reuse)
     assert r_three["learning_steps"] == 3
     assert 0.5 <= r_three["reuse_ess_fraction"] <= 1.0
@@ -530,15 +540,15 @@ def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
     np.testing.assert_allclose(d_one, lr, rtol=1e-3)
     np.testing.assert_allclose(d_three, 3 * lr, rtol=1e-3)
 
-    strict = base_cfg(learning_rate=lr, max_learning_steps_per_epoch=3,
-                      reuse_min_ess_fraction=1.0)
+    strict = base_cfg(optimizer={"learning_rate": lr},
+                      estimator={"max_steps_per_epoch": 3, "reuse_min_ess_fraction": 1.0})
     s_strict, r_strict = epoch(forced, strict)
     assert r_strict["learning_steps"] == 1 and r_strict["reuse_ess_fraction"] < 1.0
     assert tree_equal(s_strict.params, s_one.params)
 
 
 def test_reuse_config_is_validated():
-    with pytest.raises(ValueError, match="max_learning_steps_per_epoch"):
-        base_cfg(max_learning_steps_per_epoch=0)
+    with pytest.raises(ValueError, match="max_steps_per_epoch"):
+        base_cfg(estimator={"max_steps_per_epoch": 0})
     with pytest.raises(ValueError, match="reuse_min_ess_fraction"):
-        base_cfg(reuse_min_ess_fraction=0.0)
+        base_cfg(estimator={"reuse_min_ess_fraction": 0.0})

@@ -32,11 +32,23 @@ from stablejax.train import evaluate_qm, pretrain
 from stablejax.train.losses import LossScales, QMLossConfig, loss_scales, make_batches, stack_batches
 from stablejax.units import kT_ev
 
-SIGMA_TRUE, EPSILON, MASS, N_ATOMS = 3.4, 0.0104, 39.95, 16
-BOX = SIGMA_TRUE * (N_ATOMS / 0.6) ** (1 / 3)  # 10.16 A
-TEMPERATURE_K, DT_FS, N_DUMP, FRAMES_PER_CHUNK, N_REPLICAS = 180.0, 5.0, 20, 5, 8
-THRESHOLD = 0.75 * SIGMA_TRUE
-HR = dict(r_max=5.0, dr=0.1, sigma=0.1, cell=BOX)
+from test_train import (  # the same fluid, lattice and settings
+    BOX,
+    DT_FS,
+    EPSILON,
+    FRAMES_PER_CHUNK,
+    HR,
+    MASS,
+    N_ATOMS,
+    N_DUMP,
+    N_REPLICAS,
+    SIGMA_TRUE,
+    TEMPERATURE_K,
+    THRESHOLD,
+    base_cfg,
+    bcc_replicas,
+    sig,
+)
 
 
 def lj_model(sigma: float):
@@ -51,9 +63,6 @@ def lj_model(sigma: float):
                          per_atom_energy_fn=None)
 
 
-def sig(value: float) -> dict:
-    return {"sigma": jnp.asarray(value, jnp.float32)}
-
 
 @pytest.fixture(scope="module")
 def fluid():
@@ -67,11 +76,7 @@ def fluid():
                          displacement_fn=model.displacement_fn, shift_fn=model.shift_fn,
                          neighbor_fn=model.neighbor_fn, criterion=criterion,
                          frames_per_chunk=FRAMES_PER_CHUNK)
-    a = BOX / 2
-    cube = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], float)
-    lattice = np.concatenate([cube * a, (cube + 0.5) * a])
-    R0 = jnp.tile(jnp.asarray(lattice, jnp.float32), (N_REPLICAS, 1, 1))
-    state = sim.init(sig(SIGMA_TRUE), R0, jax.random.PRNGKey(42))
+    state = sim.init(sig(SIGMA_TRUE), bcc_replicas(), jax.random.PRNGKey(42))
     state, traj = sim.run(sig(SIGMA_TRUE), state, 1000)
     assert not np.asarray(state.unstable).any()
     frames = traj.positions[:, 30:]
@@ -85,12 +90,8 @@ def fluid():
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(temperature_k=TEMPERATURE_K, dt_fs=DT_FS, n_replicas=N_REPLICAS,
-                steps_per_epoch=N_DUMP * FRAMES_PER_CHUNK, n_dump=N_DUMP, learning_rate=0.3,
-                qm_weight=0.0, scaling="reference", block_size=8, chunk_size=40,
-                max_frac_unstable=0.5, plateau_patience=10, reset_probability=0.0,
-                n_checkpoints_kept=4, n_epochs=30, stable_epochs=3, seed=0)
-    return TrainConfig(**{**base, **kw})
+    """The phase-machine settings of tests/test_train.py (nested overrides)."""
+    return base_cfg(**kw)
 
 
 def test_recorded_neighbor_lists_give_the_simulated_energies(fluid):
@@ -140,7 +141,7 @@ def test_qm_term_and_pretraining_with_neighbor_lists(fluid, tmp_path):
     batches = stack_batches(make_batches(frames, 20, neighbor_idx=idx))
     assert batches.neighbor_idx.shape[:2] == (4, 20)
     qm_problem = problem._replace(qm_batches=batches, qm_scales=loss_scales(frames, loss_cfg))
-    c = cfg(qm_weight=1.0, qm_loss=loss_cfg, learning_rate=0.05)
+    c = cfg(optimizer={"qm_weight": 1.0, "qm_loss": loss_cfg, "learning_rate": 0.05})
     fns = stablejax.train.make_stable(qm_problem, c)
     frames_in = {"R": jnp.asarray(R[:4]), "neighbor_idx": jnp.asarray(idx[:4])}
     for s0, sign in [(3.0, 1), (3.8, -1)]:

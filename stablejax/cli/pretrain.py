@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         jax.config.update("jax_enable_x64", True)
     from stablejax.data import generate_dataset, load_dataset, scale_config
     from stablejax.train import PretrainConfig
-    from stablejax.train.pipeline import pretrain_on_dataset
+    from stablejax.pipeline import pretrain_on_dataset
 
     if args.data is None:
         cfg_data = scale_config(args.system, args.scale, seed=args.seed)

@@ -1,4 +1,9 @@
-"""``python -m stablejax train --pretrained RUN_DIR [--config cfg.json] [--cfg.FIELD value ...]``"""
+"""``python -m stablejax train --pretrained RUN_DIR [--config cfg.json] [--cfg.SECTION.FIELD value]``
+
+Flags follow the nested :class:`stablejax.train.TrainConfig` (``--cfg.optimizer.learning-rate``,
+``--cfg.md.dt-fs``, ``--cfg.n-epochs``); a ``--config`` JSON file uses the same nesting
+(``{"optimizer": {"learning_rate": 3e-3}}``), the shape ``stablejax.config.to_json`` writes.
+"""
 
 from __future__ import annotations
 
@@ -31,23 +36,24 @@ class TrainArgs:
 
 
 def load_config(path: Path | None, preset: str) -> TrainConfig:
-    """A preset's TrainConfig updated with the fields of a JSON file."""
+    """A preset's TrainConfig updated with the (nested) fields of a JSON file."""
+    from stablejax.config import replace
+
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    over = {}
-    if path is not None:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: config file not found")
+    base = PRESETS[preset]()
+    if path is None:
+        return base
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
         over = json.loads(path.read_text())
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(over) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown TrainConfig field(s) {unknown}")
-        if isinstance(over.get("qm_loss"), dict):
-            from stablejax.train.losses import QMLossConfig
-
-            over["qm_loss"] = QMLossConfig(**over["qm_loss"])
-    return PRESETS[preset](**over)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return replace(base, over)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def main(argv: list[str]) -> int:
@@ -60,19 +66,21 @@ def main(argv: list[str]) -> int:
                     description="StABlE training. Extra flags: --config FILE.json (TrainConfig "
                     "fields), --preset {aspirin,ac-ala3-nhme}.")
     from stablejax.data import load_dataset
-    from stablejax.train.pipeline import load_model_dir, stable_on_dataset
+    from stablejax.pipeline import load_model_dir, stable_on_dataset
 
     spec, model, params = load_model_dir(args.pretrained)
+    from stablejax.io.run_dir import MODEL_SPEC, RESULTS, RunDir
+
     data = args.data
+    pre = RunDir(args.pretrained)
     if data is None:
-        res = args.pretrained / "results.json"
-        if not res.exists():
-            raise ValueError(f"{args.pretrained}: no results.json; pass --data DATA_SET_DIR")
-        data = Path(json.loads(res.read_text())["data"])
+        if not pre.is_finished:
+            raise ValueError(f"{args.pretrained}: no {RESULTS}; pass --data DATA_SET_DIR")
+        data = Path(pre.read_results()["data"])
     dataset = load_dataset(data)
     run_dir = args.run_dir or args.pretrained.with_name(args.pretrained.name + "-stable")
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(args.pretrained / "model.json", run_dir / "model.json")
+    shutil.copy(pre / MODEL_SPEC, run_dir / MODEL_SPEC)
     with ProgressBar("[StABlE] epochs", unit="epoch",
                      postfix_keys=("phase", "unstable_fraction", "learning_rate")) as bar:
         def progress(done, total, info):

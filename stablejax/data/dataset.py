@@ -8,7 +8,8 @@ from typing import NamedTuple
 
 from stablejax.data.frames import Frames
 from stablejax.data.systems import System
-from stablejax.io.npz import read_metadata, read_npz
+
+# io/ sits above data/ (its readers build ``Frames``): data imports io only inside functions.
 
 
 class Dataset(NamedTuple):
@@ -38,6 +39,8 @@ def load_dataset(path: str | Path) -> Dataset:
       FileNotFoundError: naming the missing file (an unfinished generation has no
         ``complete.json``: run the generator again to resume it).
     """
+    from stablejax.io.npz import read_metadata, read_npz
+
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a data set directory")

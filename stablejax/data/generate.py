@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
 import time
@@ -32,10 +31,20 @@ from typing import Any
 import numpy as np
 
 from stablejax._types import ProgressFn
-from stablejax.data.frames import Frames, concatenate, make_frames
+from stablejax.data.frames import concatenate
+from stablejax.data.md_jobs import (  # noqa: F401  (run_trajectory re-exported)
+    REFERENCE_JOB,
+    Job,
+    chunk_path,
+    load_job,
+    n_chunks,
+    plan_jobs,
+    run_trajectory,
+)
 from stablejax.data.paths import resolve_data_dir
 from stablejax.data.systems import get_molecule, make_system
-from stablejax.io.npz import save_arrays, write_npz
+
+# io/ sits above data/ (it builds ``Frames``): data imports io only inside functions.
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +59,6 @@ _SYSTEM_SCALES = {
     ("ac-ala3-nhme", "cpu"): dict(n_train=1000, n_val=100, n_test=300, reference_ps=10.0),
     ("ac-ala3-nhme", "paper"): dict(n_train=14894, n_val=2127, n_test=1000),
 }
-_REFERENCE_JOB = 1000  # job id of the reference trajectory in the random streams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,135 +138,9 @@ def scale_config(system: str, scale: str = "demo", **overrides: Any) -> Generati
     return GenerationConfig(system=name, **{**sizes, **overrides})
 
 
-@dataclasses.dataclass(frozen=True)
-class _Job:
-    """One trajectory: ``n_eq_chunks`` discarded chunks, then ``n_frames`` kept frames."""
-
-    job_id: int
-    name: str
-    n_frames: int
-    sample_every: int
-    n_eq_chunks: int
-
-
-def _jobs(cfg: GenerationConfig) -> list[_Job]:
-    n_pool = cfg.n_trajectories - cfg.n_test_trajectories
-    per_pool = math.ceil((cfg.n_train + cfg.n_val) / n_pool)
-    per_test = math.ceil(cfg.n_test / cfg.n_test_trajectories)
-    eq_steps = round(cfg.equilibration_ps * 1000 / cfg.timestep_fs)
-    jobs = [
-        _Job(
-            job_id=k,
-            name=f"traj{k:02d}",
-            n_frames=per_pool if k < n_pool else per_test,
-            sample_every=cfg.sample_every,
-            n_eq_chunks=math.ceil(eq_steps / (cfg.chunk_frames * cfg.sample_every)),
-        )
-        for k in range(cfg.n_trajectories)
-    ]
-    n_ref = round(cfg.reference_ps * 1000 / cfg.timestep_fs / cfg.reference_sample_every)
-    jobs.append(
-        _Job(
-            job_id=_REFERENCE_JOB,
-            name="reference",
-            n_frames=max(n_ref, 1),
-            sample_every=cfg.reference_sample_every,
-            n_eq_chunks=math.ceil(eq_steps / (cfg.chunk_frames * cfg.reference_sample_every)),
-        )
-    )
-    # Longest first, so the reference trajectory does not end up alone at the end.
-    return sorted(jobs, key=lambda j: -(j.n_frames * j.sample_every))
-
-
-def _n_chunks(job: _Job, chunk_frames: int) -> int:
-    return job.n_eq_chunks + math.ceil(job.n_frames / chunk_frames)
-
-
-def _chunk_path(root: Path, job: _Job, c: int) -> Path:
-    return root / "work" / job.name / f"chunk{c:05d}.npz"
-
-
-def run_trajectory(root: Path, cfg: GenerationConfig, job: _Job, on_chunk=None) -> None:
-    """Run (or resume) one trajectory chunk by chunk; finished chunks are skipped."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    from ase import Atoms, units
-    from ase.constraints import FixCom
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
-
-    from stablejax.data.xtb import ase_calculator
-
-    eq = np.load(root / "equilibrium.npz")
-    z, positions = eq["z"], eq["R"]
-    n_chunks = _n_chunks(job, cfg.chunk_frames)
-    velocities = None
-    start = 0
-    for c in range(n_chunks - 1, -1, -1):  # resume after the last finished chunk
-        path = _chunk_path(root, job, c)
-        if path.exists():
-            with np.load(path) as d:
-                positions, velocities = d["end_R"], d["end_V"]
-            start = c + 1
-            break
-    for c in range(start, n_chunks):
-        atoms = Atoms(numbers=z, positions=positions)
-        if velocities is None:  # first chunk: Maxwell-Boltzmann, no net momentum/rotation
-            rng = np.random.default_rng([cfg.seed, job.job_id, 0])
-            thermalize_momenta(atoms, temperature_K=cfg.temperature_k, rng=rng)
-            Stationary(atoms)
-            ZeroRotation(atoms)
-        else:
-            atoms.set_velocities(velocities)
-        atoms.set_constraint(FixCom())  # no centre-of-mass drift (ASE's recommended way)
-        atoms.calc = ase_calculator(cfg.method)
-        md = Langevin(
-            atoms,
-            timestep=cfg.timestep_fs * units.fs,
-            temperature_K=cfg.temperature_k,
-            friction=cfg.friction_per_fs / units.fs,
-            fixcm=False,
-            rng=np.random.default_rng([cfg.seed, job.job_id, c + 1]),
-        )
-        keep = c >= job.n_eq_chunks
-        n_frames = cfg.chunk_frames
-        if keep:
-            n_frames = min(cfg.chunk_frames, job.n_frames - (c - job.n_eq_chunks) * cfg.chunk_frames)
-        R, E, F, V = [], [], [], []
-        for _ in range(n_frames):
-            md.run(job.sample_every)
-            if keep:
-                R.append(atoms.get_positions())
-                E.append(atoms.get_potential_energy())
-                F.append(atoms.get_forces(apply_constraint=False))  # raw GFN2 forces
-                V.append(atoms.get_velocities() / (units.Ang / units.fs))  # Angstrom/fs
-        positions, velocities = atoms.get_positions(), atoms.get_velocities()
-        if keep and not np.isfinite(np.asarray(E)).all():
-            raise RuntimeError(f"{job.name} chunk {c}: GFN2 returned non-finite energies")
-        save_arrays(
-            _chunk_path(root, job, c),
-            R=np.asarray(R).reshape(-1, len(z), 3),
-            E=np.asarray(E, dtype=np.float64),
-            F=np.asarray(F).reshape(-1, len(z), 3),
-            V=np.asarray(V).reshape(-1, len(z), 3),
-            end_R=positions,
-            end_V=velocities,
-        )
-        if on_chunk is not None:
-            on_chunk(job, c)
-
-
-def _load_job(root: Path, cfg: GenerationConfig, job: _Job, z: np.ndarray) -> Frames:
-    chunks = [
-        np.load(_chunk_path(root, job, c))
-        for c in range(job.n_eq_chunks, _n_chunks(job, cfg.chunk_frames))
-    ]
-    R = np.concatenate([d["R"] for d in chunks])
-    E = np.concatenate([d["E"] for d in chunks])
-    F = np.concatenate([d["F"] for d in chunks])
-    return make_frames(R, z, E, F, source=f"{root}/work/{job.name}")
-
-
 def _prepare_structure(root: Path, cfg: GenerationConfig) -> None:
+    from stablejax.io.npz import save_arrays
+
     path = root / "equilibrium.npz"
     if path.exists():
         return
@@ -300,13 +182,13 @@ def generate_dataset(
     t0 = time.perf_counter()
     _prepare_structure(root, cfg)
 
-    jobs = _jobs(cfg)
-    total = sum(_n_chunks(j, cfg.chunk_frames) for j in jobs)
+    jobs = plan_jobs(cfg)
+    total = sum(n_chunks(j, cfg.chunk_frames) for j in jobs)
 
     def count_done() -> int:
         return sum(
-            1 for j in jobs for c in range(_n_chunks(j, cfg.chunk_frames))
-            if _chunk_path(root, j, c).exists()
+            1 for j in jobs for c in range(n_chunks(j, cfg.chunk_frames))
+            if chunk_path(root, j, c).exists()
         )
 
     n_workers = n_workers or min(os.cpu_count() or 1, len(jobs))
@@ -363,21 +245,23 @@ def _run_pool(root, cfg, jobs, n_workers, poll) -> None:
             os.environ["OMP_NUM_THREADS"] = old
 
 
-def _assemble(root: Path, cfg: GenerationConfig, jobs: list[_Job]) -> None:
+def _assemble(root: Path, cfg: GenerationConfig, jobs: list[Job]) -> None:
+    from stablejax.io.npz import write_npz
+
     z = np.load(root / "equilibrium.npz")["z"]
     eq = np.load(root / "equilibrium.npz")["R"]
     by_id = {j.job_id: j for j in jobs}
     n_pool = cfg.n_trajectories - cfg.n_test_trajectories
-    pool = concatenate([_load_job(root, cfg, by_id[k], z) for k in range(n_pool)])
+    pool = concatenate([load_job(root, cfg, by_id[k], z) for k in range(n_pool)])
     test_pool = concatenate(
-        [_load_job(root, cfg, by_id[k], z) for k in range(n_pool, cfg.n_trajectories)]
+        [load_job(root, cfg, by_id[k], z) for k in range(n_pool, cfg.n_trajectories)]
     )
     rng = np.random.default_rng([cfg.seed, 7])
     perm = rng.permutation(pool.n_frames)
     train = pool[np.sort(perm[: cfg.n_train])]
     val = pool[np.sort(perm[cfg.n_train : cfg.n_train + cfg.n_val])]
     test = test_pool[np.sort(rng.permutation(test_pool.n_frames)[: cfg.n_test])]
-    reference = _load_job(root, cfg, by_id[_REFERENCE_JOB], z)
+    reference = load_job(root, cfg, by_id[REFERENCE_JOB], z)
     meta = {
         "method": cfg.method,
         "code": "tblite via ASE",

@@ -10,8 +10,9 @@ v . Cov(O, G) = sum_i w_i (v . O_i) G_i - (v . Obar)(sum_i w_i G_i).
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,31 +20,30 @@ from jax.flatten_util import ravel_pytree
 
 from stablejax._types import Array, Params, PyTree
 from stablejax.estimator import _common as C
+from stablejax.estimator.boltzmann import boltzmann_loss
 
 
-def per_frame_gradient_baseline(
-    params: Params,
-    frames: PyTree,
-    *,
-    energy_fn: Callable[[Params, PyTree], Array],
-    observable_fn: Callable[[PyTree], Array],
-    target: Array,
-    kT: float | Array | None,
-    loss_fn: Callable[[Array, Array], Array] | None = None,
-    mask: Array | None = None,
-    scaling: str = "physical",
-    block_size: int = 40,
-    key: Array | None = None,
-    log_weights: Array | None = None,
-) -> tuple[Array, Params]:
+def per_frame_gradient_baseline(params: Params, frames: PyTree, **estimator_args: Any
+                                ) -> tuple[Array, Params]:
     """Loss and estimator gradient from materialised per-frame gradients [n_frames, n_params].
 
-    Same arguments and meaning as :func:`stablejax.estimator.boltzmann_loss` (no chunking: all
-    frames at once).
+    Takes the keyword arguments of :func:`stablejax.estimator.boltzmann_loss`, with the same
+    defaults and meaning (bound against its signature); ``chunk_size``, ``has_aux`` and
+    ``forward_energies`` are ignored (all frames at once).
 
     Returns:
       ``(loss, grads)``: the loss value and the estimator gradient (pytree like ``params``).
+
+    Raises:
+      TypeError: an argument ``boltzmann_loss`` does not take, or a missing required one.
     """
+    bound = inspect.signature(boltzmann_loss).bind(params, frames, **estimator_args)
+    bound.apply_defaults()
+    a = bound.arguments
+    energy_fn, observable_fn, target, kT = (a["energy_fn"], a["observable_fn"], a["target"],
+                                            a["kT"])
+    loss_fn, mask, scaling, block_size = a["loss_fn"], a["mask"], a["scaling"], a["block_size"]
+    key, log_weights = a["key"], a["log_weights"]
     if scaling not in C.SCALINGS:
         raise ValueError(f"scaling must be one of {C.SCALINGS}, got {scaling!r}")
     C.check_block_size(block_size)

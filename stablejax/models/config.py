@@ -92,7 +92,7 @@ class NequIPConfig:
     """NequIP (Batzner et al. 2022) hyperparameters; defaults follow the StABlE Ac-Ala3-NHMe model.
 
     Attributes:
-      r_max_angstrom: radial cutoff, Angstrom.
+      cutoff_angstrom: radial cutoff (NequIP's r_max), Angstrom.
       n_layers: number of interaction (convolution + gate) layers.
       l_max: maximal degree of the edge spherical harmonics.
       parity: use O(3) (True: spherical harmonics 0e+1o+...) instead of SO(3) irreps.
@@ -105,7 +105,7 @@ class NequIPConfig:
       param_dtype: dtype of the parameters; computation follows the dtype of the positions.
     """
 
-    r_max_angstrom: float = 5.0
+    cutoff_angstrom: float = 5.0
     n_layers: int = 3
     l_max: int = 1
     parity: bool = True
@@ -119,7 +119,7 @@ class NequIPConfig:
 
     def __post_init__(self):
         name = type(self).__name__
-        _check_positive(name, "r_max_angstrom", self.r_max_angstrom, integer=False)
+        _check_positive(name, "cutoff_angstrom", self.cutoff_angstrom, integer=False)
         for field in ("n_layers", "n_bessel", "poly_p", "radial_hidden", "radial_layers"):
             _check_positive(name, field, getattr(self, field), integer=True)
         if (isinstance(self.l_max, bool) or not isinstance(self.l_max, numbers.Integral)
@@ -151,7 +151,7 @@ class NequIPConfig:
     @property
     def cutoff(self) -> float:
         """Interaction cutoff in Angstrom (common name for both configs)."""
-        return float(self.r_max_angstrom)
+        return float(self.cutoff_angstrom)
 
 
 ModelConfig = SchNetConfig | NequIPConfig

@@ -140,7 +140,7 @@ def _module(cfg: ModelConfig, n_species: int, avg_num_neighbors: float | None):
         if avg_num_neighbors is None:
             raise ValueError("NequIP needs avg_num_neighbors: compute it from the training data "
                              "with stablejax.models.average_num_neighbors(frames, "
-                             "cfg.r_max_angstrom)")
+                             "cfg.cutoff_angstrom)")
         if not (np.isfinite(avg_num_neighbors) and avg_num_neighbors > 0):
             raise ValueError(
                 f"avg_num_neighbors must be a positive number, got {avg_num_neighbors}")

@@ -19,11 +19,14 @@ that frame (the simulator records the list it used at that step; data frames get
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from stablejax._types import Array, Params
+from stablejax._types import Array, EnergyFn, Params
+from stablejax.data.frames import Frames
 from stablejax.models.core import Model
 from stablejax.models.neighbors import allocate_batched
 
@@ -73,8 +76,6 @@ def frame_energy_fn(model: Model, example_positions: Any) -> Callable[..., Array
 def pad_neighbor_idx(idx: Array, capacity: int, n_atoms: int) -> Array:
     """Pad the last axis of neighbour-list index arrays to ``capacity`` with ``n_atoms``
     (JAX-MD's empty slot), so lists of different capacity stack."""
-    import jax.numpy as jnp
-
     pad = capacity - idx.shape[-1]
     if pad < 0:
         raise ValueError(f"capacity {capacity} is smaller than the list's {idx.shape[-1]}")
@@ -82,3 +83,57 @@ def pad_neighbor_idx(idx: Array, capacity: int, n_atoms: int) -> Array:
         return idx
     widths = [(0, 0)] * (idx.ndim - 1) + [(0, pad)]
     return jnp.pad(idx, widths, constant_values=n_atoms)
+
+
+class Batch(NamedTuple):
+    """A padded batch of labelled frames (``weight`` 0 marks padding)."""
+
+    positions: Array  # [B, n_atoms, 3] Angstrom
+    energies: Array  # [B] eV
+    forces: Array  # [B, n_atoms, 3] eV/Angstrom
+    weight: Array  # [B] 1 for real frames, 0 for padding
+    neighbor_idx: Array | None = None  # [B, ...] int32 neighbour lists (periodic models)
+
+
+def predict(energy_fn: EnergyFn, params: Params, R: Array,
+            neighbor_idx: Array | None = None) -> tuple[Array, Array]:
+    """Energies [B] (eV) and forces [B, n_atoms, 3] (eV/Angstrom) of a batch of frames.
+
+    With ``neighbor_idx`` [B, ...] (periodic models), ``energy_fn`` is a frame energy
+    (``stablejax.models.frame_energy_fn``) called with ``neighbor_idx=`` per frame.
+    """
+    if neighbor_idx is None:
+        e, g = jax.vmap(jax.value_and_grad(energy_fn, argnums=1), in_axes=(None, 0))(params, R)
+        return e, -g
+    one = lambda p, r, idx: energy_fn(p, r, neighbor_idx=idx)  # noqa: E731
+    e, g = jax.vmap(jax.value_and_grad(one, argnums=1), in_axes=(None, 0, 0))(params, R,
+                                                                             neighbor_idx)
+    return e, -g
+
+
+def make_batches(frames: Frames, batch_size: int, order: np.ndarray | None = None,
+                 dtype=jnp.float32, neighbor_idx: np.ndarray | None = None) -> list[Batch]:
+    """Split frames (in ``order``) into batches of ``batch_size``, padding the last one.
+
+    ``neighbor_idx`` [n_frames, ...]: the frames' neighbour lists (periodic models, from
+    ``stablejax.models.frames_neighbor_idx``), batched alongside.
+    """
+    idx = np.arange(frames.n_frames) if order is None else np.asarray(order)
+    n_batches = -(-len(idx) // batch_size)
+    pad = n_batches * batch_size - len(idx)
+    w = np.concatenate([np.ones(len(idx)), np.zeros(pad)])
+    idx = np.concatenate([idx, np.full(pad, idx[0])])
+    out = []
+    for b in range(n_batches):
+        sl = idx[b * batch_size:(b + 1) * batch_size]
+        out.append(Batch(jnp.asarray(frames.positions[sl], dtype),
+                         jnp.asarray(frames.energies[sl], dtype),
+                         jnp.asarray(frames.forces[sl], dtype),
+                         jnp.asarray(w[b * batch_size:(b + 1) * batch_size], dtype),
+                         None if neighbor_idx is None else jnp.asarray(neighbor_idx[sl])))
+    return out
+
+
+def stack_batches(batches: list[Batch]) -> Batch:
+    """Stack batches on a new leading axis (for ``lax.scan`` over batches)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)

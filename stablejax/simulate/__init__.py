@@ -43,6 +43,10 @@ fractional_coordinates=False)`` and a JAX-MD ``neighbor_fn``; the energy functio
 ``neighbor=`` and each replica has its own list (common capacity). ``record_unwrapped=True``
 also records unwrapped positions (for diffusion).
 
+Modules: ``rollout`` (``make_simulator``: validation, the jitted boundaries, overflow handling,
+runs and resets), ``chunk`` (the pure per-replica MD step, recorded frame and chunk it compiles),
+``state`` (state and API types), ``integrators``, ``velocities``, ``neighbors``.
+
 Example (a harmonic triatomic, free space, 8 replicas)::
 
     import jax, jax.numpy as jnp
@@ -75,6 +79,7 @@ from stablejax.simulate.integrators import (
     build_integrator,
     set_momenta,
 )
+from stablejax.simulate.build import make_simulator_for
 from stablejax.simulate.neighbors import allocate_batched, did_overflow
 from stablejax.simulate.rollout import make_simulator
 from stablejax.simulate.state import (
@@ -113,6 +118,7 @@ __all__ = [
     "kinetic_energy_ev",
     "kinetic_temperature_k",
     "make_simulator",
+    "make_simulator_for",
     "maxwell_boltzmann_velocities",
     "momenta_to_velocities",
     "set_momenta",

@@ -1,62 +1,45 @@
-"""The batched replica simulator: one ``jax.vmap`` over replicas of a JAX-MD integrator, advanced
-in ``lax.scan`` chunks, compiled once per shape (parameters are traced arguments, so new parameters
-do not recompile). See ``stablejax.simulate`` for the API overview and an example.
+"""The batched replica simulator's host side: settings validation, the jitted boundaries
+(``init``, ``run_chunk``), neighbour-list overflow handling, whole runs and replica resets.
+
+The pure pieces (MD step, recorded frame, chunk) are in ``stablejax.simulate.chunk``; each is
+compiled once per shape (parameters are traced arguments, so new parameters do not recompile).
+See ``stablejax.simulate`` for the API overview and an example.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax_md import space
 
+from stablejax._keys import raw_key
 from stablejax._types import Array, EnergyFn, Params, ProgressFn
-from stablejax.simulate.integrators import (
-    IntegratorSettings,
-    build_integrator,
-    kinetic_energy,
-    set_momenta,
+from stablejax.simulate.chunk import (
+    ChunkSpec,
+    chunk_all,
+    fresh_velocities,
+    init_replica,
+    initial_momenta,
 )
-from stablejax.simulate.neighbors import allocate_batched, did_overflow, make_batched_update
+from stablejax.simulate.integrators import IntegratorSettings
+from stablejax.simulate.neighbors import allocate_batched, make_batched_update
 from stablejax.simulate.state import (
     Criterion,
     ReplicaState,
     Simulator,
     SimulatorSettings,
-    Trajectory,
     concatenate_trajectories,
     where_replicas,
 )
-from stablejax.simulate.velocities import (
-    degrees_of_freedom,
-    maxwell_boltzmann_velocities,
-    velocities_to_momenta,
-)
-from stablejax.units import FS, KB_EV_PER_K
+from stablejax.simulate.velocities import degrees_of_freedom
+from stablejax.units import KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
-
-def _all_finite(md: Any) -> Array:
-    return (
-        jnp.all(jnp.isfinite(md.position))
-        & jnp.all(jnp.isfinite(md.momentum))
-        & jnp.all(jnp.isfinite(md.force))
-    )
-
-
-def _select(pred: Array, a: Any, b: Any) -> Any:
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
-def _raw_key(key: Array) -> Array:
-    key = jnp.asarray(key)
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return key
 
 
 def make_simulator(
@@ -72,6 +55,7 @@ def make_simulator(
     shift_fn: Callable | None = None,
     neighbor_fn: Any = None,
     criterion: Criterion | None = None,
+    window_criterion: Callable | None = None,
     frames_per_chunk: int = 10,
     gamma_per_ps: float = 0.1,
     nh_tau_steps: float = 20.0,
@@ -99,6 +83,10 @@ def make_simulator(
         replica and passed to ``energy_fn`` as ``neighbor=``.
       criterion: optional ``criterion(R) -> (unstable, value)`` evaluated at every dump
         (see ``stablejax.stability``).
+      window_criterion: optional ``window_criterion(R [n_frames, n_atoms, 3], valid
+        [n_frames]) -> (unstable, value)`` judging a replica's frames of each chunk together
+        (a stability criterion over a window of frames, e.g. an RDF); a failing replica is
+        unstable from the chunk's last step.
       frames_per_chunk: frames per compiled ``lax.scan`` chunk.
       gamma_per_ps: Langevin friction, 1/ps.
       nh_tau_steps: Nose-Hoover period in steps (tau = nh_tau_steps * dt).
@@ -161,48 +149,15 @@ def make_simulator(
         record_energy=bool(record_energy),
         record_unwrapped=bool(record_unwrapped),
     )
-    pair_disp = jax.vmap(displacement_fn)
-
-    def integrator_for(params):
-        return build_integrator(lambda R, **kw: energy_fn(params, R, **kw), shift_fn, integ)
-
-    def sample_velocities(keys, dtype):
-        m = jnp.asarray(m_np, dtype=dtype)
-        return jax.vmap(
-            lambda k: maxwell_boltzmann_velocities(
-                k, m, kT_ev, remove_com=remove_com, rescale=rescale_velocities, dtype=dtype
-            )
-        )(keys)
-
-    # ------------------------------------------------------------------ init
-    def _init_one(params, R, momenta, key, neighbor):
-        k_md, k_own = jax.random.split(key)
-        kw = {} if neighbor is None else {"neighbor": neighbor}
-        md = integrator_for(params).init(k_md, R, jnp.asarray(m_np, R.dtype), momenta, **kw)
-        bad = ~_all_finite(md)
-        i32 = jnp.int32
-        return ReplicaState(
-            md=md,
-            key=k_own,
-            step=jnp.zeros((), i32),
-            frozen=bad,
-            frozen_step=jnp.where(bad, 0, -1).astype(i32),
-            unstable=bad,
-            first_unstable_step=jnp.where(bad, 0, -1).astype(i32),
-            neighbor_overflow=jnp.zeros((), bool),
-            neighbor=neighbor,
-            unwrapped=R if record_unwrapped else None,
-        )
+    spec = ChunkSpec(energy_fn=energy_fn, displacement_fn=displacement_fn, shift_fn=shift_fn,
+                     criterion=criterion, settings=settings, masses_amu=m_np,
+                     window_criterion=window_criterion)
 
     @jax.jit
-    def _init_jit(params, R, velocities, key):
-        keys = jax.random.split(key, R.shape[0] * 2).reshape(R.shape[0], 2, -1)
-        if velocities is None:
-            velocities = sample_velocities(keys[:, 0], R.dtype)
-        momenta = velocities_to_momenta(velocities, jnp.asarray(m_np, R.dtype))
-        return momenta, keys[:, 1]
-
-    _init_vmapped = jax.jit(jax.vmap(_init_one, in_axes=(None, 0, 0, 0, 0)))
+    def _init(params, R, velocities, key, neighbor):
+        momenta, keys = initial_momenta(spec, R, velocities, key)
+        init_one = functools.partial(init_replica, spec)
+        return jax.vmap(init_one, in_axes=(None, 0, 0, 0, 0))(params, R, momenta, keys, neighbor)
 
     def init(params: Params, positions: Array, key: Array, *, velocities: Array | None = None):
         """Start replicas at ``positions`` [n_replicas, n_atoms, 3] Angstrom.
@@ -230,108 +185,11 @@ def make_simulator(
             raise ValueError(
                 "NVE without a temperature: pass velocities to init, or kT_ev/temperature_k"
             )
-        momenta, keys = _init_jit(params, R, velocities, _raw_key(key))
         neighbor = None if neighbor_fn is None else allocate_batched(neighbor_fn, R)
-        return _init_vmapped(params, R, momenta, keys, neighbor)
+        return _init(params, R, velocities, raw_key(key), neighbor)
 
-    # ------------------------------------------------------------ one chunk
-    def _chunk_fns(params):
-        """Per-replica pieces of a chunk: one MD step given the step's neighbour list, and the
-        end-of-dump bookkeeping (criterion, frame)."""
-        integ_fns = integrator_for(params)
-
-        def md_step_with(rs, nbr_new):
-            kw = {}
-            overflow = rs.neighbor_overflow
-            if nbr_new is not None:
-                overflow = overflow | did_overflow(nbr_new)
-                kw["neighbor"] = nbr_new
-            md_new = integ_fns.step(rs.md, **kw)
-            ok = _all_finite(md_new)
-            advance = ok & ~rs.frozen
-            unwrapped = rs.unwrapped
-            if record_unwrapped:
-                dR = pair_disp(md_new.position, rs.md.position)
-                unwrapped = jnp.where(advance, unwrapped + dR, unwrapped)
-            step = rs.step + 1
-            newly_frozen = ~ok & ~rs.frozen
-            return rs.replace(
-                md=_select(advance, md_new, rs.md),
-                neighbor=None if nbr_new is None else _select(advance, nbr_new, rs.neighbor),
-                unwrapped=unwrapped,
-                step=step,
-                frozen=rs.frozen | newly_frozen,
-                frozen_step=jnp.where(newly_frozen, step, rs.frozen_step),
-                unstable=rs.unstable | newly_frozen,
-                first_unstable_step=jnp.where(
-                    newly_frozen & ~rs.unstable, step, rs.first_unstable_step
-                ),
-                neighbor_overflow=overflow,
-            )
-
-        def end_of_dump(rs):
-            R = rs.md.position
-            if criterion is not None:
-                bad, value = criterion(R)
-                bad = jnp.asarray(bad, bool)
-                value = jnp.asarray(value, R.dtype)
-            else:
-                bad, value = jnp.zeros((), bool), jnp.zeros((), R.dtype)
-            newly = bad & ~rs.unstable
-            rs = rs.replace(
-                unstable=rs.unstable | bad,
-                first_unstable_step=jnp.where(newly, rs.step, rs.first_unstable_step),
-            )
-            kw = {} if rs.neighbor is None else {"neighbor": rs.neighbor}
-            frame = Trajectory(
-                positions=R,
-                valid=~rs.frozen,
-                unstable=bad | rs.frozen,
-                metric=value,
-                step=rs.step,
-                kinetic_energy=kinetic_energy(rs.md),
-                potential_energy=energy_fn(params, R, **kw) if record_energy else None,
-                velocities=rs.md.momentum / rs.md.mass * FS if record_velocities else None,
-                unwrapped_positions=rs.unwrapped if record_unwrapped else None,
-                neighbor_idx=None if rs.neighbor is None else rs.neighbor.idx,
-            )
-            return rs, frame
-
-        return md_step_with, end_of_dump
-
-    def _chunk_one(params, rs: ReplicaState):
-        """One replica's chunk (free space: every replica is independent; ``vmap``-ed)."""
-        md_step_with, end_of_dump = _chunk_fns(params)
-
-        def dump(rs, _):
-            rs, _ = lax.scan(lambda r, _: (md_step_with(r, None), None), rs, None,
-                             length=settings.n_dump)
-            return end_of_dump(rs)
-
-        return lax.scan(dump, rs, None, length=settings.frames_per_chunk)
-
-    def _chunk_batched(params, rs: ReplicaState):
-        """All replicas' chunk with neighbour lists: the list update runs on the whole batch
-        (rebuild only in steps where some replica needs it, see ``make_batched_update``),
-        the rest per replica under ``vmap``. Output frames [n_replicas, n_frames, ...]."""
-        md_step_with, end_of_dump = _chunk_fns(params)
-        vstep = jax.vmap(md_step_with)
-
-        def md_step(rs, _):
-            return vstep(rs, batched_update(rs.md.position, rs.neighbor)), None
-
-        def dump(rs, _):
-            rs, _ = lax.scan(md_step, rs, None, length=settings.n_dump)
-            return jax.vmap(end_of_dump)(rs)
-
-        rs, traj = lax.scan(dump, rs, None, length=settings.frames_per_chunk)
-        return rs, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)
-
-    if neighbor_fn is None:
-        run_chunk = jax.jit(jax.vmap(_chunk_one, in_axes=(None, 0)))
-    else:
-        batched_update = make_batched_update(neighbor_fn)
-        run_chunk = jax.jit(_chunk_batched)
+    batched_update = None if neighbor_fn is None else make_batched_update(neighbor_fn)
+    run_chunk = jax.jit(functools.partial(chunk_all, spec, batched_update))
 
     # ------------------------------------------------------ host-side helpers
     def reallocate_neighbors(state: ReplicaState, *, extra_positions=None, extra_capacity: int = 0):
@@ -402,16 +260,7 @@ def make_simulator(
                 break
         return state, concatenate_trajectories(chunks)
 
-    @jax.jit
-    def _fresh_velocities(state: ReplicaState, key: Array):
-        dtype = state.md.position.dtype
-        keys = jax.random.split(key, state.n_replicas * 3).reshape(state.n_replicas, 3, -1)
-        v = sample_velocities(keys[:, 0], dtype)
-        p = velocities_to_momenta(v, jnp.asarray(m_np, dtype))
-        md = jax.vmap(set_momenta)(state.md, p)
-        if hasattr(md, "rng"):
-            md = md.set(rng=keys[:, 1])
-        return state.replace(md=md, key=keys[:, 2])
+    _fresh_velocities = jax.jit(functools.partial(fresh_velocities, spec))
 
     def reset_replicas(state: ReplicaState, mask: Array, stored_state: ReplicaState, key=None):
         """Restore replicas where ``mask`` [n_replicas] is True to ``stored_state`` (all fields:
@@ -431,7 +280,7 @@ def make_simulator(
         if key is not None:
             if kT_ev is None:
                 raise ValueError("fresh velocities need a temperature (kT_ev/temperature_k)")
-            new = where_replicas(mask, _fresh_velocities(new, _raw_key(key)), new)
+            new = where_replicas(mask, _fresh_velocities(new, raw_key(key)), new)
         if not same_nbr:
             new = reallocate_neighbors(new)
         return new

@@ -14,13 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from stablejax._types import Array
+from stablejax._types import Array, Criterion, CriterionResult  # noqa: F401  (re-exported)
 from stablejax.models.frames import pad_neighbor_idx
 from stablejax.simulate.integrators import IntegratorSettings
 from stablejax.units import FS
-
-#: A stability criterion: ``criterion(R [n_atoms, 3]) -> (unstable: bool[], value: float[])``.
-Criterion = Callable[[Array], tuple[Array, Array]]
 
 
 @struct.dataclass

@@ -15,12 +15,12 @@ all given frames (worst case). A non-finite value always counts as unstable. The
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
-from stablejax._types import Array
+from stablejax._types import Array, Criterion, CriterionResult
 from stablejax.observables.bonds import bond_lengths, check_bonds
 from stablejax.observables.distances import minimum_image
 from stablejax.observables.rdf import (
@@ -35,22 +35,6 @@ BOND_TOLERANCE_TRAIN_ANGSTROM: float = 0.25
 BOND_TOLERANCE_EVAL_ANGSTROM: float = 0.5
 MIN_INTERMOLECULAR_DISTANCE_ANGSTROM: float = 1.2
 RDF_MAE_THRESHOLD: float = 3.0
-
-
-class CriterionResult(NamedTuple):
-    """Outcome of a criterion on a frame (or window of frames).
-
-    Attributes:
-      unstable: [] bool.
-      value: [] float, the metric compared with the threshold (Angstrom for the bond and
-        distance criteria, the RDF error for the RDF criterion).
-    """
-
-    unstable: Array
-    value: Array
-
-
-Criterion = Callable[[Array], CriterionResult]
 
 
 def _check_threshold(threshold: float, name: str) -> float:

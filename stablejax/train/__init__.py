@@ -8,6 +8,7 @@ while ``stablejax.train.TrainState`` etc. stay importable.
 import sys
 import types
 
+from stablejax.evaluate.qm import evaluate_qm
 from stablejax.train.losses import QMLossConfig, qm_loss
 from stablejax.train.model_spec import ModelSpec, spec_from_data
 from stablejax.train.learn import StableData, learning_frames, make_learn_step
@@ -22,7 +23,6 @@ from stablejax.train.optim import (
 from stablejax.train.pretrain import (
     PretrainConfig,
     PretrainState,
-    evaluate_qm,
     load_best_params,
     pretrain,
 )

@@ -75,33 +75,33 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
     ``log_weights``: importance weights of frames sampled under older parameters (frame
     reuse). ``info`` holds scalars (losses, norms, frames used, ``finite``) and ``energies``
     [n_frames], the frames' energies under the input parameters (NaN with
-    ``cfg.estimator_forward_energies=False``).
+    ``cfg.estimator.forward_energies=False``).
 
     Raises:
-      ValueError: ``cfg.qm_weight > 0`` but ``problem.qm_batches`` is None.
+      ValueError: ``cfg.optimizer.qm_weight > 0`` but ``problem.qm_batches`` is None.
     """
-    if cfg.qm_weight > 0 and problem.qm_batches is None:
+    if cfg.optimizer.qm_weight > 0 and problem.qm_batches is None:
         raise ValueError(
-            f"TrainConfig.qm_weight is {cfg.qm_weight} but the problem has no QM batches "
+            f"TrainConfig.qm_weight is {cfg.optimizer.qm_weight} but the problem has no QM batches "
             "(Problem.qm_batches is None): set qm_weight=0 or give labelled frames")
-    use_qm = cfg.qm_weight > 0
+    use_qm = cfg.optimizer.qm_weight > 0
     energy_fn, observable_fn, qm_energy_fn = frame_functions(problem)
 
     def obs_loss(params, target, frames, mask, key, log_weights):
         return boltzmann_loss(params, frames, energy_fn=energy_fn, observable_fn=observable_fn,
                               target=target, kT=problem.kT_ev, mask=mask,
-                              log_weights=log_weights, scaling=cfg.scaling,
-                              block_size=cfg.block_size, chunk_size=cfg.chunk_size, key=key,
-                              has_aux=True, forward_energies=cfg.estimator_forward_energies)
+                              log_weights=log_weights, scaling=cfg.estimator.scaling,
+                              block_size=cfg.estimator.block_size, chunk_size=cfg.estimator.chunk_size, key=key,
+                              has_aux=True, forward_energies=cfg.estimator.forward_energies)
 
     def qm_grad(params, batches: Batch, key):
         n = batches.energies.shape[0]
-        if cfg.qm_max_batches is not None and cfg.qm_max_batches < n:
-            idx = jax.random.choice(key, n, (cfg.qm_max_batches,), replace=False)
+        if cfg.optimizer.qm_max_batches is not None and cfg.optimizer.qm_max_batches < n:
+            idx = jax.random.choice(key, n, (cfg.optimizer.qm_max_batches,), replace=False)
             batches = jax.tree.map(lambda x: x[idx], batches)
 
         def loss_fn(p, b):
-            return qm_loss(p, b, energy_fn=qm_energy_fn, cfg=cfg.qm_loss,
+            return qm_loss(p, b, energy_fn=qm_energy_fn, cfg=cfg.optimizer.qm_loss,
                            scales=problem.qm_scales)[0]
 
         def one(acc, b):
@@ -120,7 +120,7 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
             params, data.target, frames, mask, k_est, log_weights)
         if use_qm:
             l_qm, g_qm = qm_grad(params, data.qm_batches, k_qm)
-            g = jax.tree.map(lambda a, b: a + cfg.qm_weight * b, g_obs, g_qm)
+            g = jax.tree.map(lambda a, b: a + cfg.optimizer.qm_weight * b, g_obs, g_qm)
         else:
             l_qm, g = jnp.zeros(()), g_obs
         norm = optax.tree.norm(g)
@@ -140,9 +140,9 @@ def make_frame_reweighting(problem: Problem, cfg: TrainConfig):
     ``weights(params, frames, mask, ref_energies) -> ImportanceWeights`` under newer parameters,
     at the sampling temperature (beta is physical whatever the estimator's scaling)."""
     energy_fn = frame_functions(problem)[0]
-    energies = jax.jit(lambda p, f: frame_energies(p, f, energy_fn, chunk_size=cfg.chunk_size))
+    energies = jax.jit(lambda p, f: frame_energies(p, f, energy_fn, chunk_size=cfg.estimator.chunk_size))
     weights = jax.jit(lambda p, f, m, e0: importance_weights(
-        p, f, energy_fn, e0, problem.kT_ev, m, chunk_size=cfg.chunk_size))
+        p, f, energy_fn, e0, problem.kT_ev, m, chunk_size=cfg.estimator.chunk_size))
     return energies, weights
 
 
@@ -150,8 +150,8 @@ def learn_epoch(params: Params, opt_state: Any, data: StableData, frames, mask: 
                 key: Array, cfg: TrainConfig, learn_step, reweighting, epoch: int
                 ) -> tuple[Params, Any, dict]:
     """The optimizer steps of one learning epoch: the first on the fresh frames, then up to
-    ``cfg.max_learning_steps_per_epoch - 1`` more on the same frames, importance-reweighted,
-    while their ESS stays >= ``cfg.reuse_min_ess_fraction`` of the usable frames. The record
+    ``cfg.estimator.max_steps_per_epoch - 1`` more on the same frames, importance-reweighted,
+    while their ESS stays >= ``cfg.estimator.reuse_min_ess_fraction`` of the usable frames. The record
     carries the first step's losses and norms (those of the fresh frames)."""
     params0 = params
     params, opt_state, info = learn_step(params, opt_state, data, frames, mask, key)
@@ -161,17 +161,17 @@ def learn_epoch(params: Params, opt_state: Any, data: StableData, frames, mask: 
     if not record["finite"]:
         log.warning("epoch %d: non-finite gradient, update skipped", epoch)
     n_steps, ess_fraction = 1, None
-    if cfg.max_learning_steps_per_epoch > 1 and record["finite"]:
+    if cfg.estimator.max_steps_per_epoch > 1 and record["finite"]:
         energies_fn, weights_fn = reweighting
         # The estimator's forward pass already evaluated the fresh frames' energies.
-        e0 = e_fresh if cfg.estimator_forward_energies else energies_fn(params0, frames)
+        e0 = e_fresh if cfg.estimator.forward_energies else energies_fn(params0, frames)
         usable = mask & jnp.isfinite(e0)
         n_usable = int(jnp.sum(usable))
         for k in jax.random.split(jax.random.fold_in(key, 1),
-                                  cfg.max_learning_steps_per_epoch - 1):
+                                  cfg.estimator.max_steps_per_epoch - 1):
             w = weights_fn(params, frames, usable, e0)
             ess_fraction = float(w.ess) / max(n_usable, 1)
-            if n_usable == 0 or ess_fraction < cfg.reuse_min_ess_fraction:
+            if n_usable == 0 or ess_fraction < cfg.estimator.reuse_min_ess_fraction:
                 break
             new, new_opt, info_k = learn_step(params, opt_state, data, frames, usable, k,
                                               jnp.log(w.weights))

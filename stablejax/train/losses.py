@@ -12,6 +12,7 @@ import numpy as np
 
 from stablejax._types import Array, EnergyFn, Params
 from stablejax.data.frames import Frames
+from stablejax.models.frames import Batch, make_batches, predict, stack_batches  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,16 +39,6 @@ class QMLossConfig:
             raise ValueError("QMLossConfig: energy_weight and force_weight are both 0")
 
 
-class Batch(NamedTuple):
-    """A padded batch of labelled frames (``weight`` 0 marks padding)."""
-
-    positions: Array  # [B, n_atoms, 3] Angstrom
-    energies: Array  # [B] eV
-    forces: Array  # [B, n_atoms, 3] eV/Angstrom
-    weight: Array  # [B] 1 for real frames, 0 for padding
-    neighbor_idx: Array | None = None  # [B, ...] int32 neighbour lists (periodic models)
-
-
 class LossScales(NamedTuple):
     energy: float  # eV (per atom if per_atom_energy)
     force: float  # eV/Angstrom
@@ -59,22 +50,6 @@ def loss_scales(train: Frames, cfg: QMLossConfig) -> LossScales:
     s_e = float(np.std(E)) if train.n_frames > 1 else 1.0
     s_f = float(np.sqrt(np.mean(train.forces**2)))
     return LossScales(energy=s_e if s_e > 0 else 1.0, force=s_f if s_f > 0 else 1.0)
-
-
-def predict(energy_fn: EnergyFn, params: Params, R: Array,
-            neighbor_idx: Array | None = None) -> tuple[Array, Array]:
-    """Energies [B] (eV) and forces [B, n_atoms, 3] (eV/Angstrom) of a batch of frames.
-
-    With ``neighbor_idx`` [B, ...] (periodic models), ``energy_fn`` is a frame energy
-    (``stablejax.models.frame_energy_fn``) called with ``neighbor_idx=`` per frame.
-    """
-    if neighbor_idx is None:
-        e, g = jax.vmap(jax.value_and_grad(energy_fn, argnums=1), in_axes=(None, 0))(params, R)
-        return e, -g
-    one = lambda p, r, idx: energy_fn(p, r, neighbor_idx=idx)  # noqa: E731
-    e, g = jax.vmap(jax.value_and_grad(one, argnums=1), in_axes=(None, 0, 0))(params, R,
-                                                                             neighbor_idx)
-    return e, -g
 
 
 def qm_loss(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossConfig,
@@ -96,31 +71,3 @@ def qm_loss(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossCon
         "n_frames": w.sum(),
     }
     return loss, metrics
-
-
-def make_batches(frames: Frames, batch_size: int, order: np.ndarray | None = None,
-                 dtype=jnp.float32, neighbor_idx: np.ndarray | None = None) -> list[Batch]:
-    """Split frames (in ``order``) into batches of ``batch_size``, padding the last one.
-
-    ``neighbor_idx`` [n_frames, ...]: the frames' neighbour lists (periodic models, from
-    ``stablejax.models.frames_neighbor_idx``), batched alongside.
-    """
-    idx = np.arange(frames.n_frames) if order is None else np.asarray(order)
-    n_batches = -(-len(idx) // batch_size)
-    pad = n_batches * batch_size - len(idx)
-    w = np.concatenate([np.ones(len(idx)), np.zeros(pad)])
-    idx = np.concatenate([idx, np.full(pad, idx[0])])
-    out = []
-    for b in range(n_batches):
-        sl = idx[b * batch_size:(b + 1) * batch_size]
-        out.append(Batch(jnp.asarray(frames.positions[sl], dtype),
-                         jnp.asarray(frames.energies[sl], dtype),
-                         jnp.asarray(frames.forces[sl], dtype),
-                         jnp.asarray(w[b * batch_size:(b + 1) * batch_size], dtype),
-                         None if neighbor_idx is None else jnp.asarray(neighbor_idx[sl])))
-    return out
-
-
-def stack_batches(batches: list[Batch]) -> Batch:
-    """Stack batches on a new leading axis (for ``lax.scan`` over batches)."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)

@@ -69,7 +69,10 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelSpec":
-        return cls(kind=d["kind"], config=dict(d["config"]),
+        config = dict(d["config"])
+        if "r_max_angstrom" in config:  # NequIP's own name for the cutoff
+            config["cutoff_angstrom"] = config.pop("r_max_angstrom")
+        return cls(kind=d["kind"], config=config,
                    atomic_numbers=tuple(d["atomic_numbers"]),
                    energy_shift={int(k): float(v) for k, v in d["energy_shift"].items()},
                    energy_scale=float(d["energy_scale"]),
@@ -93,7 +96,7 @@ def spec_from_data(kind: str, train: Frames, config: SchNetConfig | NequIPConfig
     stats = energy_statistics(train)
     avg = None
     if kind == "nequip":
-        avg = average_num_neighbors(train, cfg.r_max_angstrom)
+        avg = average_num_neighbors(train, cfg.cutoff_angstrom)
     box = None
     if any(train.pbc):
         box = np.asarray(train.cell if train.cell.ndim == 2 else train.cell[0]).T

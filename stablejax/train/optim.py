@@ -149,10 +149,3 @@ def pretrain_optimizer(learning_rate: float, *, warmup_steps: int, warmup_factor
     return optax.chain(*parts, optax.scale_by_adam(), optax.scale_by_learning_rate(schedule),
                        scale_by_plateau(plateau_factor, plateau_patience,
                                         min_scale=min_learning_rate / learning_rate))
-
-
-def learning_rate_of(opt_state: Any, base_rate: float, schedule_count: Array | None = None
-                     ) -> float:
-    """The current rate: ``base_rate`` x the plateau scale (for logs)."""
-    del schedule_count
-    return base_rate * float(plateau_of(opt_state).scale)

@@ -40,19 +40,19 @@ def enters_learning(phase: int, epoch: int, phase_unstable_fraction: float,
     """A simulation phase turns into learning once the phase's unstable fraction reaches the
     threshold (never before the first epoch has run)."""
     return phase == Phase.SIMULATION and epoch > 0 and \
-        phase_unstable_fraction >= cfg.max_frac_unstable
+        phase_unstable_fraction >= cfg.phases.max_frac_unstable
 
 
 def leaves_learning(n_reductions: int, unstable_fraction: float, cfg: TrainConfig) -> bool:
     """A learning phase ends after ``max_lr_reductions`` plateau reductions or when the epoch's
     unstable fraction (measured before the update) is at most ``min_frac_unstable``."""
-    return n_reductions >= cfg.max_lr_reductions or unstable_fraction <= cfg.min_frac_unstable
+    return n_reductions >= cfg.phases.max_lr_reductions or unstable_fraction <= cfg.phases.min_frac_unstable
 
 
 def stable_streak(streak: int, cycle: int, phase_unstable_fraction: float,
                   cfg: TrainConfig) -> int:
     """Consecutive simulation epochs below the threshold, counted after a learning phase."""
-    return streak + 1 if (cycle > 0 and phase_unstable_fraction < cfg.max_frac_unstable) else 0
+    return streak + 1 if (cycle > 0 and phase_unstable_fraction < cfg.phases.max_frac_unstable) else 0
 
 
 def clear_flags(rs: ReplicaState) -> ReplicaState:
@@ -85,11 +85,11 @@ def simulation_starts(sim: Simulator, replicas: ReplicaState, epoch_start: Repli
     start, n_reset, n_jump = replicas, 0, 0
     if unstable.any():
         start = sim.reset_replicas(start, jnp.asarray(unstable), epoch_start,
-                                   key=k_reset if cfg.fresh_velocities_on_reset else None)
+                                   key=k_reset if cfg.phases.fresh_velocities_on_reset else None)
         n_reset = int(unstable.sum())
-    if first_epoch_of_phase and cfg.reset_probability > 0 and n_stored > 0:
+    if first_epoch_of_phase and cfg.phases.reset_probability > 0 and n_stored > 0:
         stable_idx = np.flatnonzero(~unstable)
-        n_jump = math.ceil(cfg.reset_probability * len(stable_idx))
+        n_jump = math.ceil(cfg.phases.reset_probability * len(stable_idx))
         if n_jump:
             n_rep = unstable.shape[0]
             chosen = np.asarray(jax.random.choice(k_pick, stable_idx, (n_jump,), replace=False))
@@ -98,7 +98,7 @@ def simulation_starts(sim: Simulator, replicas: ReplicaState, epoch_start: Repli
             mask = np.zeros(n_rep, bool)
             mask[chosen] = True
             jumped = where_replicas(jnp.asarray(mask), older, start)
-            if cfg.fresh_velocities_on_reset:
+            if cfg.phases.fresh_velocities_on_reset:
                 jumped = sim.reset_replicas(start, jnp.asarray(mask), jumped, key=k_jump)
             start = jumped
     return Starts(start, n_reset, int(n_jump))

@@ -23,8 +23,8 @@ from flax import struct
 
 from stablejax._types import Array, Params, ProgressFn
 from stablejax.data.frames import Frames
-from stablejax.io.checkpoint import latest_step, restore_checkpoint, save_checkpoint
-from stablejax.io.jsonl import append_record, truncate_log
+from stablejax.evaluate.qm import evaluate_qm  # noqa: F401  (re-exported)
+from stablejax.io.run_dir import BEST, RunDir
 from stablejax.models import Model
 from stablejax.models.frames import frame_energy_fn, frames_neighbor_idx
 from stablejax.train.losses import (
@@ -33,7 +33,6 @@ from stablejax.train.losses import (
     QMLossConfig,
     loss_scales,
     make_batches,
-    predict,
     qm_loss,
     stack_batches,
 )
@@ -234,33 +233,6 @@ def _summarise(acc: dict, n_atoms: int) -> dict:
             / (n * n_atoms * 3)}
 
 
-def evaluate_qm(model: Model, params: Params, frames: Frames, *, batch_size: int = 128,
-                dtype: str = "float32") -> dict:
-    """Energy MAE (meV) and force MAE (meV/Angstrom, per component) of ``params`` on ``frames``."""
-    if not frames.has_labels:
-        raise ValueError("evaluate_qm needs frames with energy and force labels")
-    batches = stack_batches(make_batches(frames, batch_size, dtype=jnp.dtype(dtype),
-                                         neighbor_idx=frames_neighbor_idx(model,
-                                                                          frames.positions)))
-    energy_fn = frame_energy_fn(model, frames.positions[0])
-
-    @jax.jit
-    def run(params, batches):
-        def one(acc, b):
-            e, f = predict(energy_fn, params, b.positions, b.neighbor_idx)
-            acc = acc + jnp.stack([jnp.sum(b.weight * jnp.abs(e - b.energies)),
-                                   jnp.sum(b.weight[:, None, None] * jnp.abs(f - b.forces))])
-            return acc, None
-
-        return jax.lax.scan(one, jnp.zeros(2, batches.energies.dtype), batches)[0]
-
-    sums = np.asarray(run(params, batches))
-    n = frames.n_frames
-    return {"energy_mae_mev": 1000 * sums[0] / n,
-            "force_mae_mev_per_angstrom": 1000 * sums[1] / (n * frames.n_atoms * 3),
-            "n_frames": n}
-
-
 def pretrain(
     state: PretrainState,
     cfg: PretrainConfig,
@@ -294,15 +266,12 @@ def pretrain(
     val_batches = stack_batches(make_batches(val, cfg.eval_batch_size, dtype=dtype,
                                              neighbor_idx=frames_neighbor_idx(state.model,
                                                                               val.positions)))
-    run_dir = Path(run_dir) if run_dir is not None else None
-    log_path = None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = run_dir / "metrics.jsonl"
-        if latest_step(run_dir / "checkpoints") is not None:
-            state = _restore(state, run_dir)
+    rd = RunDir(run_dir) if run_dir is not None else None
+    if rd is not None:
+        arrays = rd.resume(like=_arrays(state))
+        if arrays is not None:
+            state = state.replace(**arrays)
             log.info("resumed pre-training from epoch %d", int(state.epoch))
-        truncate_log(log_path, int(state.epoch))
 
     while True:
         epoch = int(state.epoch)
@@ -340,8 +309,12 @@ def pretrain(
                   "val_energy_mae_mev": val_m["energy_mae_mev"],
                   "val_force_mae_mev_per_angstrom": val_m["force_mae_mev_per_angstrom"],
                   "best_epoch": int(state.best_epoch), "elapsed_s": float(state.elapsed_s)}
-        if run_dir is not None:
-            _save(state, run_dir, record, better)
+        if rd is not None:
+            if better:
+                rd.save_params(BEST, epoch + 1, state.best_params,
+                               {"epoch": int(state.best_epoch),
+                                "val_loss": float(state.best_val_loss)})
+            rd.save_epoch(epoch + 1, _arrays(state), record)
         if progress:
             progress(epoch + 1, cfg.max_epochs, record)
     return state
@@ -365,23 +338,6 @@ def _arrays(state: PretrainState):
             if f.name != "model"}
 
 
-def _save(state: PretrainState, run_dir: Path, record: dict, better: bool) -> None:
-    epoch = int(state.epoch)
-    save_checkpoint(run_dir / "checkpoints", epoch, _arrays(state), {"epoch": epoch},
-                    max_to_keep=2)
-    if better:
-        save_checkpoint(run_dir / "best", epoch, {"params": state.best_params},
-                        {"epoch": int(state.best_epoch), "val_loss": float(state.best_val_loss)},
-                        max_to_keep=1)
-    append_record(run_dir / "metrics.jsonl", record)
-
-
-def _restore(state: PretrainState, run_dir: Path) -> PretrainState:
-    arrays, _ = restore_checkpoint(run_dir / "checkpoints", like=_arrays(state))
-    return state.replace(**arrays)
-
-
 def load_best_params(run_dir: str | Path, like: Params) -> Params:
     """The best parameters saved by :func:`pretrain` in ``run_dir/best``."""
-    out, _ = restore_checkpoint(Path(run_dir) / "best", like={"params": like})
-    return out["params"]
+    return RunDir(run_dir).load_params(BEST, like)

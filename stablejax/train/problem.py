@@ -4,7 +4,7 @@ QM training batches. Built once by :func:`make_problem`; static during training.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +16,8 @@ from stablejax.data.systems import System
 from stablejax.models import Model
 from stablejax.models.frames import frames_neighbor_idx
 from stablejax.observables.distances import distance_distribution, distance_distribution_target
-from stablejax.simulate import Simulator, make_simulator
-from stablejax.stability.criteria import bond_length_criterion
+from stablejax.simulate import Simulator
+from stablejax.simulate.build import make_simulator_for
 from stablejax.train.losses import Batch, LossScales, loss_scales, make_batches, stack_batches
 from stablejax.train.stable_config import TrainConfig
 from stablejax.units import kT_ev
@@ -40,9 +40,10 @@ class Problem(NamedTuple):
         problem (e.g. a periodic fluid with its own criterion) may pass None.
       initial_positions: [n_train, n_atoms, 3] training structures replicas start from.
 
-    A hand-built problem: the simulator's ``steps_per_chunk`` must divide
-    ``TrainConfig.steps_per_epoch``; ``qm_batches=None`` needs ``TrainConfig.qm_weight=0``
-    (``qm_scales`` is then unused).
+    A hand-built problem: the simulator's ``steps_per_chunk`` must divide the epoch's steps
+    (``TrainConfig.steps_per_epoch``); ``qm_batches=None`` needs ``optimizer.qm_weight=0``
+    (``qm_scales`` is then unused). The arrays (target, QM batches, start structures) become
+    leaves of the training state (``StableData``), never compiled-in constants.
     """
 
     model: Model
@@ -54,21 +55,6 @@ class Problem(NamedTuple):
     kT_ev: float
     system: System | None
     initial_positions: np.ndarray
-
-
-def make_simulator_for(model: Model, system: System, cfg: Any, *, integrator: str,
-                       tolerance_angstrom: float, n_dump: int, frames_per_chunk: int,
-                       gamma_per_ps: float = 0.1) -> Simulator:
-    """A replica simulator of a free molecule with the bond-length stability criterion."""
-    criterion = bond_length_criterion(system.bonds, system.reference_bond_lengths,
-                                      threshold_angstrom=tolerance_angstrom)
-    return make_simulator(model.energy_fn, masses=system.masses_amu, dt_fs=cfg.dt_fs,
-                          n_dump=n_dump, integrator=integrator, temperature_k=cfg.temperature_k,
-                          displacement_fn=model.displacement_fn, shift_fn=model.shift_fn,
-                          neighbor_fn=model.neighbor_fn,
-                          criterion=criterion, frames_per_chunk=frames_per_chunk,
-                          nh_tau_steps=getattr(cfg, "nh_tau_steps", 20.0),
-                          gamma_per_ps=gamma_per_ps)
 
 
 def make_problem(model: Model, system: System, train: Frames, reference_positions: np.ndarray,
@@ -87,25 +73,23 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
         raise ValueError(
             f"atom counts differ: system {system.n_atoms}, train {train.n_atoms}, "
             f"reference {reference_positions.shape[1]}")
-    hr = dict(r_max=cfg.hr_r_max_angstrom, dr=cfg.hr_dr_angstrom, sigma=cfg.hr_sigma_angstrom)
+    hr = cfg.hr.kwargs()
     observable_fn = functools.partial(distance_distribution, **hr)
     target = np.asarray(distance_distribution_target(jnp.asarray(reference_positions, dtype),
                                                      **hr))
     frames_per_chunk = _largest_divisor(cfg.frames_per_epoch, 10)
-    simulator = make_simulator_for(model, system, cfg, integrator=cfg.integrator,
-                                   tolerance_angstrom=cfg.bond_tolerance_angstrom,
-                                   n_dump=cfg.n_dump, frames_per_chunk=frames_per_chunk)
+    simulator = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk)
     qm_batches = None
-    if cfg.qm_weight > 0:
+    if cfg.optimizer.qm_weight > 0:
         if not train.has_labels:
             raise ValueError("qm_weight > 0 needs labelled training frames")
         qm_batches = stack_batches(make_batches(
-            train, cfg.qm_batch_size, dtype=dtype,
+            train, cfg.optimizer.qm_batch_size, dtype=dtype,
             neighbor_idx=frames_neighbor_idx(model, train.positions)))
     # Unlabelled frames are fine when qm_weight is 0 (they only give the start structures).
-    scales = loss_scales(train, cfg.qm_loss) if train.has_labels else LossScales(1.0, 1.0)
+    scales = loss_scales(train, cfg.optimizer.qm_loss) if train.has_labels else LossScales(1.0, 1.0)
     return Problem(model, simulator, observable_fn, target, qm_batches,
-                   scales, kT_ev(cfg.temperature_k), system,
+                   scales, kT_ev(cfg.md.temperature_k), system,
                    np.asarray(train.positions))
 
 

@@ -7,7 +7,7 @@ learning epoch re-simulates from the saved start states with the current model, 
 optax step (:func:`stablejax.train.optim.stable_optimizer`: clip, SGD, skip non-finite) on
 g = g_obs + qm_weight * g_QM, where g_obs is the Boltzmann-estimator gradient of the h(r) loss
 over the finite frames (one VJP) and g_QM the energy/force-loss gradient on the QM training set
-(no new QM calls); with ``max_learning_steps_per_epoch > 1`` further steps reuse the epoch's
+(no new QM calls); with ``estimator.max_steps_per_epoch > 1`` further steps reuse the epoch's
 frames, importance-reweighted (:mod:`stablejax.train.learn`). The unstable fraction measured
 before the step drives reduce-on-plateau.
 
@@ -36,9 +36,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from stablejax._keys import raw_key
 from stablejax._types import Array, Params, ProgressFn
-from stablejax.io.checkpoint import latest_step, restore_checkpoint, save_checkpoint
-from stablejax.io.jsonl import append_record, truncate_log
+from stablejax.config import to_dict
+from stablejax.io.run_dir import END_OF_CYCLE, RunDir
 from stablejax.simulate import ReplicaState
 from stablejax.train import phases
 from stablejax.train.learn import (
@@ -111,7 +112,7 @@ class TrainState:
         """The SGD rate of the current epoch: lr_0 x plateau scale in learning, 0 otherwise."""
         if int(self.phase) != Phase.LEARNING:
             return 0.0
-        return self.fns.cfg.learning_rate * float(self.plateau.scale)
+        return self.fns.cfg.optimizer.learning_rate * float(self.plateau.scale)
 
     @property
     def unstable_fraction(self) -> float:
@@ -146,20 +147,19 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
         raise ValueError("make_stable(mesh=...) is not supported yet: pass mesh=None")
     spc = problem.simulator.settings.steps_per_chunk
     if cfg.steps_per_epoch % spc:
-        raise ValueError(f"TrainConfig.steps_per_epoch={cfg.steps_per_epoch} is not a multiple "
-                         f"of the simulator's steps per chunk ({spc})")
-    tx = stable_optimizer(cfg.learning_rate, grad_clip_norm=cfg.grad_clip_norm,
-                          plateau_factor=cfg.plateau_factor,
-                          plateau_patience=cfg.plateau_patience)
+        raise ValueError(f"TrainConfig.epoch_ps={cfg.epoch_ps} ({cfg.steps_per_epoch} steps) is "
+                         f"not a multiple of the simulator's steps per chunk ({spc})")
+    tx = stable_optimizer(cfg.optimizer.learning_rate, grad_clip_norm=cfg.optimizer.grad_clip_norm,
+                          plateau_factor=cfg.optimizer.plateau_factor,
+                          plateau_patience=cfg.optimizer.plateau_patience)
     learn_step = make_learn_step(problem, cfg, tx)
     reweighting = make_frame_reweighting(problem, cfg) \
-        if cfg.max_learning_steps_per_epoch > 1 else None
+        if cfg.estimator.max_steps_per_epoch > 1 else None
     sim = problem.simulator
 
     def init(params: Params, key: Array | None = None) -> TrainState:
         key = jax.random.PRNGKey(cfg.seed) if key is None else jnp.asarray(key)
-        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)  # raw uint32 keys: checkpointable as plain arrays
+        key = raw_key(key)  # raw uint32 keys: checkpointable as plain arrays
         params = jax.tree.map(jnp.asarray, params)  # python floats -> arrays
         leaves = jax.tree.leaves(params)
         if not leaves:
@@ -167,7 +167,7 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
         k_pos, k_vel, k_run = jax.random.split(key, 3)
         R0 = jnp.asarray(replica_starts(problem, cfg.n_replicas, k_pos), leaves[0].dtype)
         replicas = sim.init(params, R0, k_vel)
-        ring = jax.tree.map(lambda x: jnp.repeat(x[None], cfg.n_checkpoints_kept, 0), replicas)
+        ring = jax.tree.map(lambda x: jnp.repeat(x[None], cfg.phases.n_checkpoints_kept, 0), replicas)
         data = StableData(target=jnp.asarray(problem.target), qm_batches=problem.qm_batches,
                           start_positions=jnp.asarray(problem.initial_positions))
         i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
@@ -207,14 +207,14 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
             start, n_reset, n_jumped = phases.simulation_starts(
                 sim, state.replicas, state.epoch_start, state.ring,
                 unstable=h["last_unstable"] | h["frozen"],
-                n_stored=min(int(h["ring_count"]), cfg.n_checkpoints_kept),
+                n_stored=min(int(h["ring_count"]), cfg.phases.n_checkpoints_kept),
                 first_epoch_of_phase=int(h["sim_epochs"]) == 0, cfg=cfg, key=k_start)
         start = phases.clear_flags(start)
         if phase == Phase.SIMULATION:
-            slot = int(h["ring_count"]) % cfg.n_checkpoints_kept
+            slot = int(h["ring_count"]) % cfg.phases.n_checkpoints_kept
             ring = jax.tree.map(lambda r, s: r.at[slot].set(s), ring, start)
             ring_count = ring_count + 1
-        lr = cfg.learning_rate * float(plateau_of(opt_state).scale) \
+        lr = cfg.optimizer.learning_rate * float(plateau_of(opt_state).scale) \
             if phase == Phase.LEARNING else 0.0
 
         sim_progress = None
@@ -241,14 +241,14 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
         sim_epochs, streak = int(h["sim_epochs"]), int(h["streak"])
         phase_unstable = state.phase_unstable
         if phase == Phase.LEARNING:
-            mask = good_frames if cfg.stable_frames_only else traj.valid
+            mask = good_frames if cfg.estimator.stable_frames_only else traj.valid
             params, opt_state, info = learn_epoch(
                 params, opt_state, state.data, learning_frames(traj), mask.reshape(-1), k_learn,
                 cfg, learn_step, reweighting, int(h["epoch"]))
             record.update(info)
             # The plateau sees f measured before the update (method.md §3 step 4).
-            opt_state = observe_plateau(opt_state, f_new, factor=cfg.plateau_factor,
-                                        patience=cfg.plateau_patience)
+            opt_state = observe_plateau(opt_state, f_new, factor=cfg.optimizer.plateau_factor,
+                                        patience=cfg.optimizer.plateau_patience)
             if phases.leaves_learning(int(plateau_of(opt_state).n_reductions), f_new, cfg):
                 phase, cycle = int(Phase.SIMULATION), cycle + 1
                 record["end_of_cycle"] = cycle
@@ -284,24 +284,33 @@ def check_state(state: TrainState, cfg: TrainConfig) -> None:
         raise ValueError(f"TrainConfig.n_replicas is {cfg.n_replicas} but the state has {n_rep} "
                          "replicas (create the state with the same config)")
     n_ring = int(jax.tree.leaves(state.ring)[0].shape[0])
-    if n_ring != cfg.n_checkpoints_kept:
-        raise ValueError(f"TrainConfig.n_checkpoints_kept is {cfg.n_checkpoints_kept} but the "
-                         f"state keeps {n_ring} (create the state with the same config)")
+    if n_ring != cfg.phases.n_checkpoints_kept:
+        raise ValueError(f"TrainConfig.phases.n_checkpoints_kept is "
+                         f"{cfg.phases.n_checkpoints_kept} but the state keeps {n_ring} (create "
+                         "the state with the same config)")
 
 
 def check_config(state: TrainState, cfg: TrainConfig) -> None:
     """``cfg`` must equal the config the state's functions were built with, except for the
     loop's own fields (``n_epochs``, ``stable_epochs``)."""
-    built = state.fns.cfg
-    diff = [f.name for f in dataclasses.fields(cfg) if f.name not in LOOP_FIELDS
-            and getattr(cfg, f.name) != getattr(built, f.name)]
+    built, given = _flat(to_dict(state.fns.cfg)), _flat(to_dict(cfg))
+    diff = [k for k in given if k not in LOOP_FIELDS and given[k] != built.get(k)]
     if diff:
-        detail = ", ".join(f"{n}={getattr(cfg, n)!r} (state: {getattr(built, n)!r})"
-                           for n in diff)
+        detail = ", ".join(f"{k}={given[k]!r} (state: {built.get(k)!r})" for k in diff)
         raise ValueError(f"TrainConfig differs from the one the state was created with: {detail}; "
                          "create the state with this config (make_stable(problem, cfg).init) "
                          "or pass the state's config")
     check_state(state, cfg)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def stop_reason(state: TrainState, cfg: TrainConfig) -> str | None:
@@ -331,27 +340,22 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = N
         (info['stage'] == 'simulate').
     """
     check_config(state, cfg)  # before restoring: shapes must match the checkpoint
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if latest_step(run_dir / "checkpoints") is not None:
-            arrays, _ = restore_checkpoint(run_dir / "checkpoints",
-                                           like=state.checkpoint_arrays())
+    rd = RunDir(run_dir) if run_dir is not None else None
+    if rd is not None:
+        arrays = rd.resume(like=state.checkpoint_arrays())
+        if arrays is not None:
             state = state.replace(**arrays)
             log.info("resumed StABlE training after epoch %d", int(state.epoch))
-        truncate_log(run_dir / "metrics.jsonl", int(state.epoch))
     while (reason := stop_reason(state, cfg)) is None:
         state, record = state.fns.epoch(state, progress)
-        if run_dir is not None:
+        if rd is not None:
             # The state checkpoint goes last: a run killed in between resumes from the previous
-            # epoch, drops this epoch's log line (truncate_log) and rewrites both identically.
+            # epoch, drops this epoch's log line and rewrites both identically.
             epoch = int(state.epoch)
-            append_record(run_dir / "metrics.jsonl", record)
             if "end_of_cycle" in record:
-                save_checkpoint(run_dir / "end_of_cycle", record["end_of_cycle"],
-                                {"params": state.params}, {"epoch": epoch}, max_to_keep=None)
-            save_checkpoint(run_dir / "checkpoints", epoch, state.checkpoint_arrays(),
-                            {"epoch": epoch, "phase": record["phase"]}, max_to_keep=2)
+                rd.save_params(END_OF_CYCLE, record["end_of_cycle"], state.params,
+                               {"epoch": epoch}, keep=None)
+            rd.save_epoch(epoch, state.checkpoint_arrays(), record, {"phase": record["phase"]})
         if progress is not None:
             progress(int(state.epoch), cfg.n_epochs, record)
     log.info("StABlE training stops: %s", reason)

@@ -1,4 +1,6 @@
-"""Pre-training from a data set directory: the stage shared by the CLI and the experiments."""
+"""The data -> pre-training -> StABlE stages on a data set, as the CLI and the experiments run
+them: application code above the library's building blocks (``stablejax.train``,
+``stablejax.evaluate``), writing run directories through :mod:`stablejax.io.run_dir`."""
 
 from __future__ import annotations
 
@@ -11,13 +13,18 @@ import jax
 from stablejax._types import ProgressFn
 from stablejax.data.dataset import Dataset
 from stablejax.train.model_spec import ModelSpec, spec_from_data
-from stablejax.train.pretrain import (
-    PretrainConfig,
-    PretrainState,
-    evaluate_qm,
-    load_best_params,
-    pretrain,
+from stablejax.io.run_dir import (
+    BEST,
+    DONE,
+    FINAL,
+    MODEL_SPEC,
+    STABLE,
+    RunDir,
+    params_template,
+    read_json,
+    write_json,
 )
+from stablejax.train.pretrain import PretrainConfig, PretrainState, evaluate_qm, pretrain
 
 
 def pretrain_on_dataset(
@@ -38,11 +45,10 @@ def pretrain_on_dataset(
     Returns:
       The results dict.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "results.json").exists():
-        return json.loads((run_dir / "results.json").read_text())
-    spec_path = run_dir / "model.json"
+    rd = RunDir(run_dir).mkdir()
+    if rd.is_finished:
+        return rd.read_results()
+    spec_path = rd.model_spec_path
     if spec_path.exists():
         spec = ModelSpec.load(spec_path)
     else:
@@ -52,8 +58,8 @@ def pretrain_on_dataset(
     state = PretrainState.create(model, jax.random.PRNGKey(cfg.seed),
                                  dataset.train.positions[0], cfg)
     t0 = time.perf_counter()
-    state = pretrain(state, cfg, dataset.train, dataset.val, run_dir=run_dir, progress=progress)
-    params = load_best_params(run_dir, state.params)
+    state = pretrain(state, cfg, dataset.train, dataset.val, run_dir=rd.path, progress=progress)
+    params = rd.load_params(BEST, state.params)
     test = evaluate_qm(model, params, dataset.test, dtype=cfg.dtype)
     results = {
         "model": kind,
@@ -72,31 +78,24 @@ def pretrain_on_dataset(
                    for k, v in cfg.__dict__.items()},
         "n_params": int(sum(x.size for x in jax.tree.leaves(params))),
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    rd.write_results(results)
     return results
 
 
 def load_model_dir(run_dir: str | Path):
     """(spec, model, params) of a model directory: a StABlE run (``model.json`` + ``final/``)
     or a pre-training run (``model.json`` + ``best/``); ``final/`` wins when both exist."""
-    import numpy as np
-
-    from stablejax.io.checkpoint import restore_checkpoint
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.json").exists():
+    rd = RunDir(run_dir)
+    if not rd.model_spec_path.exists():
         raise FileNotFoundError(
-            f"{run_dir}: no model.json (expected a pre-training or StABlE run directory)")
-    spec = ModelSpec.load(run_dir / "model.json")
+            f"{rd.path}: no {MODEL_SPEC} (expected a pre-training or StABlE run directory)")
+    spec = ModelSpec.load(rd.model_spec_path)
     model = spec.build()
-    n = len(spec.atomic_numbers)
-    like = model.init(jax.random.PRNGKey(0), np.arange(n)[:, None] * np.array([1.5, 0.3, 0.1]))
-    for sub in ("final", "best"):
-        if (run_dir / sub).exists():
-            out, _ = restore_checkpoint(run_dir / sub, like={"params": like})
-            return spec, model, out["params"]
-    raise FileNotFoundError(f"{run_dir}: no final/ or best/ parameter checkpoint")
-
+    like = params_template(model.init, len(spec.atomic_numbers))
+    for name in (FINAL, BEST):
+        if rd.has_params(name):
+            return spec, model, rd.load_params(name, like)
+    raise FileNotFoundError(f"{rd.path}: no {FINAL}/ or {BEST}/ parameter checkpoint")
 
 
 def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path, *,
@@ -110,22 +109,19 @@ def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path,
     """
     import dataclasses
 
-    from stablejax.io.checkpoint import save_checkpoint
     from stablejax.train.problem import make_problem
     from stablejax.train.stable import TrainState, stop_reason, train
 
-    run_dir = Path(run_dir)
-    done = run_dir / "stable" / "done.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    rd = RunDir(run_dir)
+    loop_dir = rd.sub(STABLE)
+    if (loop_dir / DONE).exists():
+        return read_json(loop_dir / DONE)
     t0 = time.perf_counter()
     problem = make_problem(model, dataset.system, dataset.train, dataset.reference.positions, cfg)
     state = TrainState.create(problem, params, cfg)
-    state = train(state, cfg, run_dir=run_dir / "stable", progress=progress)
-    save_checkpoint(run_dir / "final", int(state.epoch), {"params": state.params},
-                    {"epoch": int(state.epoch)}, max_to_keep=1)
-    records = [json.loads(x) for x in (run_dir / "stable" / "metrics.jsonl").read_text()
-               .splitlines() if x.strip()]
+    state = train(state, cfg, run_dir=loop_dir.path, progress=progress)
+    rd.save_params(FINAL, int(state.epoch), state.params, {"epoch": int(state.epoch)})
+    records = loop_dir.records()
     summary = {
         "data": str(dataset.path),
         "epochs": int(state.epoch),
@@ -137,6 +133,6 @@ def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path,
         "this_call_wall_s": time.perf_counter() - t0,
         "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
     }
-    done.write_text(json.dumps(summary, indent=1))
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=1))  # model dir -> data
+    write_json(loop_dir / DONE, summary)
+    rd.write_results(summary)  # model dir -> data
     return summary

@@ -1,0 +1,100 @@
+"""Shared set-up of ``benchmarks/estimator.py``: the benchmark's constants, the input files the
+parent writes for its child processes, and the child's timing and memory measurements.
+
+Imported by the script (run as ``python benchmarks/estimator.py``, so this folder is on
+``sys.path``); JAX is passed in to the measurement helpers, so the parent never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+SYSTEM = "aspirin"
+TEMPERATURE_K = 500.0
+BLOCK_SIZE = 40  # reference scaling only (method.md section 1)
+R_MAX_ANGSTROM = 10.0
+DR_ANGSTROM = 0.02  # 500 bins
+N_TARGET_FRAMES = 256
+TARGET_DISPLACEMENT_FACTOR = 1.5
+GB = 1e9
+
+
+def write_inputs(workdir: Path, n_frames: int, displacement: float, seed: int = 0) -> int:
+    """Save atomic numbers, frames and target frames (float64 numpy) for the children.
+
+    Returns:
+      the number of atoms.
+    """
+    from stablejax.data.structures import embed_smiles
+    from stablejax.data.systems import get_molecule
+
+    z, R0 = embed_smiles(get_molecule(SYSTEM).smiles, seed=seed)
+    rng = np.random.default_rng(seed)
+    frames = R0[None] + displacement * rng.standard_normal((n_frames,) + R0.shape)
+    ref = R0[None] + (TARGET_DISPLACEMENT_FACTOR * displacement
+                      * rng.standard_normal((N_TARGET_FRAMES,) + R0.shape))
+    np.save(workdir / "atomic_numbers.npy", z)
+    np.save(workdir / "frames.npy", frames)
+    np.save(workdir / "target_frames.npy", ref)
+    return int(len(z))
+
+
+def sig(x: float, digits: int = 4) -> float:
+    """``x`` rounded to ``digits`` significant digits (GB figures span several decades)."""
+    return float(f"{x:.{digits}g}")
+
+
+
+
+def rss_gb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB), GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
+
+
+def memory_limit_gb(jax) -> float:
+    """80% of the device's memory (accelerator: allocator limit; CPU: physical RAM), GB."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return 0.8 * stats["bytes_limit"] / GB
+    return 0.8 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GB
+
+
+def device_peak_gb(jax) -> float | None:
+    stats = jax.devices()[0].memory_stats()
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return sig(stats["peak_bytes_in_use"] / GB)
+
+
+def compile_measured(jax, fn, *args):
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t
+    analysis = compiled.memory_analysis()
+    temp_gb = None if analysis is None else sig(analysis.temp_size_in_bytes / GB)
+    return compiled, compile_s, temp_gb
+
+
+def gflops(jax, fn, *args) -> float | None:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return sig(cost["flops"] / 1e9)
+
+
+def median_seconds(jax, fn, args, repeats: int):
+    out = jax.block_until_ready(fn(*args))  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
