@@ -144,3 +144,24 @@ def test_train_overrides_make_a_checked_variant_of_a_plan():
         with_train_overrides(plan, "{qm_weight: 0.01}")
     with pytest.raises(ValueError, match="MDConfig.frame_interval_fs must be"):
         with_train_overrides(plan, '{"md": {"frame_interval_fs": 0.3}}')
+
+
+def test_report_of_an_exported_result_directory_keeps_its_numbers_and_plots(tmp_path):
+    """A committed result directory (scripts/export_results.sh: summary.json with both
+    evaluations, pretrain_results.json, stable_metrics.jsonl, PNGs) still makes a report."""
+    import shutil
+    from pathlib import Path
+
+    from stablejax.evaluate.report import write_report
+
+    src = Path(__file__).resolve().parents[1] / "docs" / "results" / "aspirin_schnet-cpu"
+    run = tmp_path / "exported"
+    shutil.copytree(src, run)
+    (run / "report.md").unlink()
+    png = (run / "hr.png").read_bytes()
+    text = write_report(run, "exported").read_text()
+    assert "| pre-trained | 2.30 [1.05, 3.05] |" in text
+    assert "| StABlE | 5.90 [3.70, 8.30] |" in text
+    assert "QM pre-training: schnet on 250 frames" in text
+    assert "80 epochs (52 learning)" in text
+    assert "![h(r)](hr.png)" in text and (run / "hr.png").read_bytes() == png

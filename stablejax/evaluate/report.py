@@ -27,12 +27,24 @@ def save_eval(directory: Path, summary: dict, arrays: dict) -> None:
 
 
 def _load(run_dir: Path, name: str):
+    """(summary, arrays) of an evaluation: ``RUN_DIR/<name>/`` in a run directory, or the
+    ``<name>`` entry of ``RUN_DIR/summary.json`` in an exported result directory (no arrays:
+    its plots are kept as they are)."""
     d = run_dir / name
-    if not (d / "summary.json").exists():
-        return None, None
-    summary = json.loads((d / "summary.json").read_text())
-    arrays = dict(np.load(d / "arrays.npz")) if (d / "arrays.npz").exists() else {}
-    return summary, arrays
+    if (d / "summary.json").exists():
+        summary = json.loads((d / "summary.json").read_text())
+        arrays = dict(np.load(d / "arrays.npz")) if (d / "arrays.npz").exists() else {}
+        return summary, arrays
+    top = run_dir / "summary.json"
+    if top.exists():
+        exported = json.loads(top.read_text())
+        if isinstance(exported.get(name), dict):
+            return exported[name], {}
+    return None, None
+
+
+def _first(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.exists()), None)
 
 
 def _fmt(x, nd=2):
@@ -134,8 +146,9 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                   "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in info.items()]
         lines.append("")
-    pre = run_dir / "pretrain" / "results.json"
-    if pre.exists():
+    # A run directory, or a result directory exported by scripts/export_results.sh.
+    pre = _first(run_dir / "pretrain" / "results.json", run_dir / "pretrain_results.json")
+    if pre is not None:
         r = json.loads(pre.read_text())
         lines += [f"QM pre-training: {r['model']} on {r['n_train']} frames, {r['epochs']} epochs "
                   f"({r['train_wall_s']:.0f} s), best epoch {r['best_epoch']}.", ""]
@@ -166,11 +179,14 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         notes = [f"Note ({name}): {v[0]['note']}." for name, v in evals.items()
                  if v[0].get("note")]
         lines += [line for note in notes for line in (note, "")]
-        _plot_evals(plt, run_dir, evals)
-        lines += ["![survival](survival.png)", "", "![h(r)](hr.png)", "",
-                  "![bond lengths](bonds.png)", ""]
-    hist = next((p for p in (run_dir / "stable_model" / "stable" / "metrics.jsonl",
-                             run_dir / "stable" / "metrics.jsonl") if p.exists()), None)
+        if any(a for _, a in evals.values()):
+            _plot_evals(plt, run_dir, evals)
+        for png, name in (("survival.png", "survival"), ("hr.png", "h(r)"),
+                          ("bonds.png", "bond lengths")):
+            if (run_dir / png).exists():
+                lines += [f"![{name}]({png})", ""]
+    hist = _first(run_dir / "stable_model" / "stable" / "metrics.jsonl",
+                  run_dir / "stable" / "metrics.jsonl", run_dir / "stable_metrics.jsonl")
     if hist is not None and hist.read_text().strip():
         records = [json.loads(x) for x in hist.read_text().splitlines() if x.strip()]
         _plot_history(plt, run_dir, records)
