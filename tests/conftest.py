@@ -45,3 +45,11 @@ def ethanol_model_dirs(tmp_path_factory):
     params = spec.build().init(jax.random.PRNGKey(0), ds.train.positions[0])
     save_checkpoint(model_dir / "best", 0, {"params": params})
     return model_dir, data
+
+
+@pytest.fixture(scope="session")
+def lj():
+    """The LJ fluid of ``tests/lj_fluid.py`` (reference run and StABlE problem), built once."""
+    from lj_fluid import make_lj
+
+    return make_lj()

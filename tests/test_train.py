@@ -1,187 +1,33 @@
-"""Tests of the StABlE training loop (``stablejax.train.stable``, method.md §3 and §6.6).
-
-System: a periodic Lennard-Jones fluid of 16 argon-like atoms (mass 39.95 amu, epsilon 0.0104 eV,
-true sigma 3.4 Angstrom) at reduced density 0.6 and 180 K (T* ~ 1.5, a dense supercritical
-fluid), Nose-Hoover, dt 5 fs. A replica is unstable when two atoms come closer than
-0.75 sigma_true = 2.55 Angstrom (``min_intermolecular_distance_criterion``, each atom its own
-molecule): with the true sigma no pair gets there (the LJ energy at 0.75 sigma is ~ 50 kT), with
-sigma = 2.2 Angstrom every replica crosses it within 100 fs, with 2.8 Angstrom about half do
-within 0.5 ps. The StABlE target is the pair-distance distribution h(r) (minimum image) of a
-simulation with the true sigma.
-
-The energy is our own LJ over i < j pairs with a smooth cutoff at L/2 (minimum image): its
-gradient with respect to sigma is finite (JAX-MD's ``lennard_jones_pair`` currently gives NaN
-sigma gradients through the i == i self pair).
-
-Everything is float32, deterministic (fixed keys), and compiled once per module (one simulator,
-one shared learn step); the file runs in well under a minute on 2 CPU cores.
-"""
+"""Tests of the StABlE training loop and phase machine (``stablejax.train.stable``,
+``stablejax.train.phases``; docs/method.md) on the LJ fluid of ``tests/lj_fluid.py``."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
 import re
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax_md import space
 
-from stablejax.models import Model
-from stablejax.observables.distances import distance_distribution, distance_distribution_target
-from stablejax.simulate import make_simulator
-from stablejax.stability.criteria import min_intermolecular_distance_criterion
-from stablejax.config import MDConfig, replace
-from stablejax.train import Phase, Problem, TrainConfig, TrainState, make_stable
-from stablejax.train.stable_config import EstimatorConfig, OptimizerConfig, PhaseConfig
+from lj_fluid import (
+    DT_FS,
+    N_REPLICAS,
+    SIGMA_TRUE,
+    THRESHOLD,
+    base_cfg,
+    epoch,
+    force_unstable,
+    run_epochs,
+    sig,
+    tree_equal,
+)
+
+from stablejax.train import Phase, TrainState
 from stablejax.train import train as train_fn
-from stablejax.train.losses import Batch, LossScales
 from stablejax.train.stable import stop_reason
-from stablejax.units import kT_ev
-
-SIGMA_TRUE = 3.4  # Angstrom
-EPSILON = 0.0104  # eV (argon, 120.7 K)
-MASS = 39.95  # amu
-N_ATOMS = 16  # bcc 2x2x2
-RHO_REDUCED = 0.6  # N sigma^3 / V
-BOX = SIGMA_TRUE * (N_ATOMS / RHO_REDUCED) ** (1 / 3)  # 10.16 Angstrom
-R_CUT = BOX / 2
-TEMPERATURE_K = 180.0
-DT_FS = 5.0
-N_DUMP = 20
-FRAMES_PER_CHUNK = 5  # 100 steps = 0.5 ps per chunk and per epoch
-N_REPLICAS = 8
-THRESHOLD = 0.75 * SIGMA_TRUE  # 2.55 Angstrom
-HR = dict(r_max=5.0, dr=0.1, sigma=0.1, cell=BOX)  # r_max < L/2: minimum image is exact
-
-_I, _J = np.triu_indices(N_ATOMS, k=1)
-
-
-def lj_energy(params, R, **kwargs):
-    """LJ energy (eV) over i < j minimum-image pairs, shifted and smoothly switched to 0 at L/2.
-
-    Pairs beyond the cutoff are evaluated at r = r_cut (finite values) before being masked, so
-    neither the force nor d/dsigma can pick up a NaN.
-    """
-    del kwargs
-    d = R[_I] - R[_J]
-    d = d - BOX * jnp.round(d / BOX)
-    r2 = jnp.sum(d * d, axis=-1)
-    inside = r2 < R_CUT**2
-    r2 = jnp.where(inside, r2, R_CUT**2)
-    s2 = params["sigma"] ** 2
-    s6, s6_cut = (s2 / r2) ** 3, (s2 / R_CUT**2) ** 3
-    u = 4 * EPSILON * ((s6 * s6 - s6) - (s6_cut * s6_cut - s6_cut))
-    switch = (1 - r2 / R_CUT**2) ** 2
-    return jnp.sum(jnp.where(inside, u * switch, 0.0))
-
-
-def bcc_replicas() -> jax.Array:
-    """[N_REPLICAS, 16, 3] copies of the 2x2x2 bcc lattice filling the box (float32)."""
-    a = BOX / 2
-    cube = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], float)
-    lattice = np.concatenate([cube * a, (cube + 0.5) * a])
-    return jnp.tile(jnp.asarray(lattice, jnp.float32), (N_REPLICAS, 1, 1))
-
-
-def sig(value: float) -> dict:
-    return {"sigma": jnp.asarray(value, jnp.float32)}
-
-
-def base_cfg(**overrides) -> TrainConfig:
-    """Phase-machine settings for the LJ fluid: 8 replicas x 0.5 ps epochs, 5 frames each.
-
-    learning_rate 0.3 with clip norm 1: the one-parameter gradient is (much) larger than 1, so
-    each learning step moves sigma by ~0.3 Angstrom in the estimator's direction.
-    """
-    base = TrainConfig(
-        md=MDConfig(integrator="nose_hoover", temperature_k=TEMPERATURE_K, dt_fs=DT_FS,
-                    frame_interval_fs=N_DUMP * DT_FS),
-        n_replicas=N_REPLICAS, epoch_ps=N_DUMP * FRAMES_PER_CHUNK * DT_FS / 1000,
-        estimator=EstimatorConfig(scaling="reference", block_size=8, chunk_size=40),
-        optimizer=OptimizerConfig(learning_rate=0.3, qm_weight=0.0, plateau_patience=10),
-        phases=PhaseConfig(max_frac_unstable=0.5, min_frac_unstable=0.0, max_lr_reductions=3,
-                           reset_probability=0.0, n_checkpoints_kept=4),
-        n_epochs=30, stable_epochs=3, seed=0)
-    return replace(base, overrides)
-
-
-@dataclasses.dataclass(frozen=True)
-class LJ:
-    problem: Problem
-    reference_unstable: np.ndarray  # [n_replicas] of the true-sigma reference run
-    reference_min_distance: float  # Angstrom, over all reference frames
-
-
-@pytest.fixture(scope="module")
-def lj() -> LJ:
-    warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
-    disp, shift = space.periodic(BOX)
-    criterion = min_intermolecular_distance_criterion(np.arange(N_ATOMS),
-                                                      threshold_angstrom=THRESHOLD, cell=BOX)
-    sim = make_simulator(lj_energy, masses=np.full(N_ATOMS, MASS), dt_fs=DT_FS, n_dump=N_DUMP,
-                         integrator="nose_hoover", temperature_k=TEMPERATURE_K,
-                         displacement_fn=disp, shift_fn=shift, criterion=criterion,
-                         frames_per_chunk=FRAMES_PER_CHUNK)
-    # Reference: melt a bcc lattice with the true sigma for 3 ps, then record 2 ps (20 frames
-    # per replica); the criterion is checked over the whole 5 ps.
-    state = sim.init(sig(SIGMA_TRUE), bcc_replicas(), jax.random.PRNGKey(42))
-    state, traj = sim.run(sig(SIGMA_TRUE), state, 1000)
-    frames = traj.positions[:, 30:]  # [8, 20, 16, 3]
-    target = np.asarray(distance_distribution_target(frames, **HR))
-    observable_fn = functools.partial(distance_distribution, **HR)
-    model = Model(init=lambda key, R, **kw: sig(SIGMA_TRUE), energy_fn=lj_energy,
-                  per_atom_energy_fn=None, neighbor_fn=None, displacement_fn=disp,
-                  shift_fn=shift)
-    starts = np.asarray(frames[:, ::10].reshape(-1, N_ATOMS, 3))  # 16 decorrelated structures
-    problem = Problem(model=model, simulator=sim, observable_fn=observable_fn, target=target,
-                      qm_batches=None, qm_scales=LossScales(1.0, 1.0),
-                      kT_ev=kT_ev(TEMPERATURE_K), system=None, initial_positions=starts)
-    return LJ(problem, np.asarray(state.unstable), float(jnp.min(traj.metric)))
-
-
-def tree_equal(a, b) -> bool:
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(
-        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
-
-
-_FNS: dict = {}
-
-
-def fns_for(problem, cfg):
-    """make_stable per (problem, config), built once per module (each compiles a learn step)."""
-    key = (id(problem), cfg)
-    if key not in _FNS:
-        _FNS[key] = make_stable(problem, cfg)
-    return _FNS[key]
-
-
-def epoch(state, cfg):
-    """One epoch of ``state`` with the functions of ``cfg`` (the state's shapes must fit)."""
-    return fns_for(state.fns.problem, cfg).epoch(state)
-
-
-def run_epochs(state, cfg, n):
-    records = []
-    for _ in range(n):
-        state, rec = epoch(state, cfg)
-        records.append(rec)
-    return state, records
-
-
-def force_unstable(state, n_unstable: int):
-    """The same state, with the first ``n_unstable`` replicas marked unstable last epoch (and
-    in the simulation phase so far)."""
-    mask = np.zeros(state.last_unstable.shape[0], bool)
-    mask[:n_unstable] = True
-    return state.replace(last_unstable=jnp.asarray(mask), phase_unstable=jnp.asarray(mask))
-
 
 # --------------------------------------------------------------------------- the whole loop
 
@@ -432,71 +278,6 @@ def test_simulation_phase_resets_unstable_replicas(lj, fresh):
                                       np.asarray(s1.replicas.md.position)[u])
 
 
-@pytest.mark.parametrize("stable_only", [False, True])
-def test_stable_frames_only_masks_frames(lj, stable_only):
-    """Learning from all finite frames (default) vs only frames before each replica's first
-    instability; frames where the criterion stops firing after a violation stay excluded."""
-    cfg = base_cfg(estimator={"stable_frames_only": stable_only})
-    s1, r0 = epoch(TrainState.create(lj.problem, sig(2.7), cfg), cfg)
-    s2, r1 = epoch(s1, cfg)
-    assert r1["phase"] == "learning"
-    # Re-simulate the learning epoch (same start, same parameters) to count frames.
-    _, traj = lj.problem.simulator.run(s1.params, s2.epoch_start, cfg.steps_per_epoch)
-    fired = np.asarray(traj.unstable)
-    before_first = np.cumsum(fired, axis=1) == 0
-    n_all = N_REPLICAS * 5
-    assert np.asarray(traj.valid).all()
-    # This epoch has frames after a violation where the criterion no longer fires: a per-frame
-    # mask would keep them.
-    assert (~fired).sum() > before_first.sum()
-    expected = before_first.sum() if stable_only else n_all
-    assert r1["n_frames_used"] == expected
-
-
-def test_qm_term_pulls_sigma_to_labels(lj):
-    """qm_weight > 0 with LJ-labelled frames (true sigma): with no observable frame selected
-    the step follows the energy/force loss, upward from 3.0 and downward from 3.8."""
-    R = jnp.asarray(lj.problem.initial_positions[:8])
-    e, g = jax.vmap(jax.value_and_grad(lj_energy, argnums=1), in_axes=(None, 0))(
-        sig(SIGMA_TRUE), R)
-    batches = jax.tree.map(lambda x: x.reshape((2, 4) + x.shape[1:]),
-                           Batch(R, e, -g, jnp.ones(8, jnp.float32)))
-    scales = LossScales(float(jnp.std(e)), float(jnp.sqrt(jnp.mean(g**2))))
-    problem = lj.problem._replace(qm_batches=batches, qm_scales=scales)
-    cfg = base_cfg(optimizer={"qm_weight": 1.0, "learning_rate": 0.05})
-    with pytest.raises(ValueError, match="qm_weight"):
-        make_stable(lj.problem, cfg)
-    fns = make_stable(problem, cfg)
-    frames = jnp.zeros((4, N_ATOMS, 3)) + R[:1]
-    none = jnp.zeros(4, bool)
-    for s0, sign in [(3.0, 1), (3.8, -1)]:
-        state = fns.init(sig(s0))
-        new, _, info = fns.learn_step(state.params, state.opt_state, state.data, frames, none,
-                                      jax.random.PRNGKey(0))
-        assert int(info["n_frames_used"]) == 0 and float(info["qm_loss"]) > 0
-        assert sign * (float(new["sigma"]) - s0) > 0
-        assert math.isclose(abs(float(new["sigma"]) - s0), 0.05, rel_tol=1e-4)  # clipped
-
-
-def test_learn_step_without_forward_energies_is_the_same_step(lj):
-    R = jnp.asarray(lj.problem.initial_positions[:6])
-    frames = R + 0.05 * jax.random.normal(jax.random.PRNGKey(3), R.shape)
-    mask = jnp.ones(6, bool)
-    outs = []
-    for flag in (True, False):
-        fns = make_stable(lj.problem, base_cfg(estimator={"forward_energies": flag},
-                                               optimizer={"learning_rate": 0.05}))
-        state = fns.init(sig(3.0))
-        new, _, info = fns.learn_step(state.params, state.opt_state, state.data, frames, mask,
-                                      jax.random.PRNGKey(0))
-        outs.append((new, info))
-    (a, ia), (b, ib) = outs
-    assert int(ia["n_frames_used"]) == int(ib["n_frames_used"]) == 6
-    np.testing.assert_allclose(float(a["sigma"]), float(b["sigma"]), rtol=1e-6)
-    np.testing.assert_allclose(float(ia["grad_norm"]), float(ib["grad_norm"]), rtol=1e-5)
-    assert float(ia["grad_norm"]) > 0
-
-
 def test_config_must_match_state(lj, tmp_path):
     cfg = base_cfg()
     state = TrainState.create(lj.problem, sig(2.7), cfg)
@@ -513,42 +294,3 @@ def test_config_must_match_state(lj, tmp_path):
     assert int(out.epoch) == 1
 
 
-def test_learning_epoch_reuses_frames_while_ess_is_high(lj):
-    """max_steps_per_epoch=3: after the step on the fresh frames, two more steps reuse
-    them with importance weights (tiny steps keep the ESS near 1). The clipped one-parameter
-    step moves sigma by exactly lr each time, in the estimator's direction (sigma 2.8 is below
-    the true 3.4). With an ESS threshold of 1.0 no reuse is possible (any parameter change
-    lowers the ESS) and the epoch is bitwise the single-step epoch."""
-    lr = 1e-3
-    single = base_cfg(optimizer={"learning_rate": lr})
-    s0 = TrainState.create(lj.problem, sig(2.8), single)
-    s1, _ = epoch(s0, single)
-    forced = force_unstable(s1, 8)
-
-    s_one, r_one = epoch(forced, single)
-    assert r_one["phase"] == "learning" and r_one["learning_steps"] == 1
-    assert r_one["reuse_ess_fraction"] is None
-
-    reuse = base_cfg(optimizer={"learning_rate": lr},
-                     estimator={"max_steps_per_epoch": 3, "reuse_min_ess_fraction": 0.5})
-    s_three, r_three = epoch(forced, reuse)
-    assert r_three["learning_steps"] == 3
-    assert 0.5 <= r_three["reuse_ess_fraction"] <= 1.0
-    assert "obs_loss_last_step" in r_three
-    d_one = float(s_one.params["sigma"]) - 2.8
-    d_three = float(s_three.params["sigma"]) - 2.8
-    np.testing.assert_allclose(d_one, lr, rtol=1e-3)
-    np.testing.assert_allclose(d_three, 3 * lr, rtol=1e-3)
-
-    strict = base_cfg(optimizer={"learning_rate": lr},
-                      estimator={"max_steps_per_epoch": 3, "reuse_min_ess_fraction": 1.0})
-    s_strict, r_strict = epoch(forced, strict)
-    assert r_strict["learning_steps"] == 1 and r_strict["reuse_ess_fraction"] < 1.0
-    assert tree_equal(s_strict.params, s_one.params)
-
-
-def test_reuse_config_is_validated():
-    with pytest.raises(ValueError, match="max_steps_per_epoch"):
-        base_cfg(estimator={"max_steps_per_epoch": 0})
-    with pytest.raises(ValueError, match="reuse_min_ess_fraction"):
-        base_cfg(estimator={"reuse_min_ess_fraction": 0.0})

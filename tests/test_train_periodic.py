@@ -32,7 +32,7 @@ from stablejax.train import evaluate_qm, pretrain
 from stablejax.train.losses import LossScales, QMLossConfig, loss_scales, make_batches, stack_batches
 from stablejax.units import kT_ev
 
-from test_train import (  # the same fluid, lattice and settings
+from lj_fluid import (  # the same fluid, lattice and settings
     BOX,
     DT_FS,
     EPSILON,
