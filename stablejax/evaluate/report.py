@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stablejax.io.run_dir import METRICS, RESULTS, STABLE
+
 MODELS = (("eval_pretrained", "pre-trained"), ("eval_stable", "StABlE"))
 
 
@@ -147,7 +149,7 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         lines += [f"| {k} | {v} |" for k, v in info.items()]
         lines.append("")
     # A run directory, or a result directory exported by scripts/export_results.sh.
-    pre = _first(run_dir / "pretrain" / "results.json", run_dir / "pretrain_results.json")
+    pre = _first(run_dir / "pretrain" / RESULTS, run_dir / "pretrain_results.json")
     if pre is not None:
         r = json.loads(pre.read_text())
         lines += [f"QM pre-training: {r['model']} on {r['n_train']} frames, {r['epochs']} epochs "
@@ -185,8 +187,8 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                           ("bonds.png", "bond lengths")):
             if (run_dir / png).exists():
                 lines += [f"![{name}]({png})", ""]
-    hist = _first(run_dir / "stable_model" / "stable" / "metrics.jsonl",
-                  run_dir / "stable" / "metrics.jsonl", run_dir / "stable_metrics.jsonl")
+    hist = _first(run_dir / "stable_model" / STABLE / METRICS, run_dir / STABLE / METRICS,
+                  run_dir / "stable_metrics.jsonl")
     if hist is not None and hist.read_text().strip():
         records = [json.loads(x) for x in hist.read_text().splitlines() if x.strip()]
         _plot_history(plt, run_dir, records)
