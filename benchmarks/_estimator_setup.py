@@ -17,7 +17,7 @@ import numpy as np
 
 SYSTEM = "aspirin"
 TEMPERATURE_K = 500.0
-BLOCK_SIZE = 40  # reference scaling only (method.md section 1)
+BLOCK_SIZE = 40  # reference scaling only (docs/method.md §2.4)
 R_MAX_ANGSTROM = 10.0
 DR_ANGSTROM = 0.02  # 500 bins
 N_TARGET_FRAMES = 256

@@ -40,9 +40,9 @@ from stablejax.data.systems import get_molecule
 from stablejax.models import NequIPConfig, SchNetConfig, average_num_neighbors, make_model
 from stablejax.train.losses import Batch, LossScales, QMLossConfig, qm_loss
 
-#: (model name, system) pairs of the paper (method.md section 4).
+#: (model name, system) pairs of the paper (docs/method.md §10.1, §10.2).
 SYSTEMS = {"schnet": "aspirin", "nequip": "ac-ala3-nhme"}
-#: Pre-training loss weights (method.md section 4).
+#: Pre-training loss weights (docs/method.md §3, §10.1, §10.2).
 LOSSES = {
     "schnet": QMLossConfig(energy_weight=0.05, force_weight=0.95),
     "nequip": QMLossConfig(energy_weight=1.0, force_weight=1000.0, per_atom_energy=True),

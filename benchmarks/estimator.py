@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="estimator chunk size(s), frames, also the energy+force chunks "
                              "(default 64; --quick: 16)")
     parser.add_argument("--scaling", nargs="+", choices=["physical", "reference"],
-                        default=["physical"], help="estimator scaling(s), method.md 6.2")
+                        default=["physical"], help="estimator scaling(s), docs/method.md §2.4")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
     parser.add_argument("--max-baseline-gb", type=float, default=8.0,
                         help="skip the baseline when its [n_frames, n_params] matrix is "

@@ -62,14 +62,14 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
                    "ac_ala3_nhme_nequip-cpu-1000; 200 frames / 8 min: 81% survive 16 x 10 ps "
                    "and StABlE never reaches a learning phase in 16 epochs, docs/results/"
                    "ac_ala3_nhme_nequip-cpu-200). Evaluation 16 x 5 ps for both models "
-                   "(docs/method.md, cpu scale). SGD rate 5e-3 (paper 1e-3) for the few "
+                   "(docs/method.md §10.4). SGD rate 5e-3 (paper 1e-3) for the few "
                    "learning epochs a CPU affords (1e-2 makes the QM term oscillate on "
                    "aspirin). Learning starts once 50% of the replicas have failed (paper 75%): "
                    "at 75% the same 11 of 16 replicas fail over and over and learning begins "
                    "only at epoch 52 of 60 (docs/results/ac_ala3_nhme_nequip-cpu-threshold75). "
                    "Frames every 50 steps and up to 5 SGD steps per learning epoch, steps 2-5 "
                    "on the same frames importance-reweighted while their ESS stays >= 90% "
-                   "(docs/method.md, frame reuse). QM weight 10, as the paper: at 0.01 the "
+                   "(docs/method.md §5). QM weight 10, as the paper: at 0.01 the "
                    "observable drives the step but the evaluation gains little "
                    "(docs/results/ac_ala3_nhme_nequip-cpu-qm0.01).",))
     if scale == "paper":

@@ -31,7 +31,8 @@ Scale = Literal["demo", "cpu", "paper"]
 @dataclasses.dataclass(frozen=True)
 class Args:
     scale: Scale = "demo"
-    """Size preset (method.md §7): demo ~10 min, cpu <= 100 min on 2 cores, paper for GPUs."""
+    """Size preset (docs/method.md §10.4): demo ~10 min, cpu <= 100 min on 2 cores, paper for
+    GPUs."""
     run_dir: Path | None = None
     """Output directory (default: runs/<experiment>-<scale> under the current directory)."""
     data_dir: Path | None = None

@@ -16,7 +16,7 @@ def _frames(n=5, seed=0, labels=True):
 
 
 def test_kcal_conversion_constant():
-    # 1 kcal/mol = 0.0433641 eV (reference-data.md); method.md divides by 23.06052.
+    # 1 kcal/mol = 0.0433641 eV (docs/reference-data.md); equivalently, eV = kcal/mol / 23.06052.
     assert KCAL_PER_MOL_EV == pytest.approx(0.0433641, rel=1e-5)
     assert 1 / KCAL_PER_MOL_EV == pytest.approx(23.06052, rel=1e-5)
 

@@ -93,7 +93,8 @@ def test_bind_runs_jax_md_nve():
 
 
 def test_jax_md_lennard_jones_pair_has_nan_parameter_gradients():
-    """Why the adapter uses lennard_jones_safe: method.md 6.1's literal recipe gives NaN."""
+    """Why the adapter uses lennard_jones_safe: the literal JAX-MD recipe (lennard_jones_pair with
+    sigma and epsilon taken from params) gives NaN parameter gradients."""
     R = jnp.asarray(lattice(2, 1.3, 0.1, 1), jnp.float32)
     disp = space.free()[0]
 

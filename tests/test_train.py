@@ -1,5 +1,5 @@
 """Tests of the StABlE training loop and phase machine (``stablejax.train.stable``,
-``stablejax.train.phases``; docs/method.md) on the LJ fluid of ``tests/lj_fluid.py``."""
+``stablejax.train.phases``; docs/method.md §4) on the LJ fluid of ``tests/lj_fluid.py``."""
 
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ def test_enters_learning_at_threshold_from_crossing_epoch_start(lj):
 
 def test_unstable_count_builds_up_within_a_simulation_phase(lj):
     """With fresh-velocity resets a failed replica need not fail again; it stays counted in the
-    simulation phase, so the fraction that triggers learning builds up (method.md §3)."""
+    simulation phase, so the fraction that triggers learning builds up (docs/method.md §4,
+    simulation phase, step 3)."""
     cfg = base_cfg(phases={"max_frac_unstable": 1.0})
     s, _ = run_epochs(TrainState.create(lj.problem, sig(SIGMA_TRUE), cfg), cfg, 1)
     first = np.zeros(8, bool)

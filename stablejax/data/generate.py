@@ -1,6 +1,6 @@
 """Offline quantum reference data: GFN2-xTB (tblite) Langevin MD of a molecule.
 
-Recipe (``shared/docs/reference-data.md``): RDKit structure from SMILES, GFN2 optimisation, then
+Recipe (docs/reference-data.md): RDKit structure from SMILES, GFN2 optimisation, then
 ``n_trajectories`` independent ASE Langevin trajectories (different seeds) at the molecule's
 temperature (500 K for aspirin and Ac-Ala3-NHMe), timestep 0.5 fs, friction 0.01/fs, with an
 equilibration that is discarded; frames every ``sample_every`` steps. Train and validation frames
@@ -48,8 +48,8 @@ from stablejax.data.systems import get_molecule, make_system
 
 log = logging.getLogger(__name__)
 
-#: Sizes per scale (method.md §7): train, val, test frames; reference trajectory (ps);
-#: equilibration per trajectory (ps).
+#: Sizes per scale (docs/method.md §10.4, docs/reference-data.md): train, val, test frames;
+#: reference trajectory (ps); equilibration per trajectory (ps).
 SCALES = {
     "demo": dict(n_train=200, n_val=50, n_test=100, reference_ps=2.0, equilibration_ps=0.5),
     "cpu": dict(n_train=950, n_val=50, n_test=500, reference_ps=20.0, equilibration_ps=2.0),

@@ -22,7 +22,8 @@ class MoleculeSpec:
     timestep_fs: float = 0.5
 
 
-#: Molecules known by name (immutable). Temperatures and timesteps follow method.md.
+#: Molecules known by name (immutable). Temperatures and timesteps follow docs/method.md §10
+#: (500 K, 0.5 fs) and docs/reference-data.md.
 BUILTIN_MOLECULES = MappingProxyType(
     {
         "aspirin": MoleculeSpec("aspirin", "CC(=O)Oc1ccccc1C(=O)O"),
@@ -52,7 +53,7 @@ class System:
       atomic_numbers: [n_atoms] int.
       equilibrium_positions: [n_atoms, 3] Angstrom (GFN2-xTB minimum for generated data).
       bonds: [n_bonds, 2] int atom pairs, from covalent radii on the equilibrium structure.
-      reference_bond_lengths: [n_bonds] Angstrom, mean over the training frames (method.md §6.5).
+      reference_bond_lengths: [n_bonds] Angstrom, mean over the training frames (docs/method.md §6).
       temperature_k: temperature of the reference data, K.
       timestep_fs: timestep of the reference data, fs.
       smiles: the SMILES it was built from ('' if from coordinates).

@@ -1,10 +1,11 @@
 """Per-frame-gradient baseline of the Boltzmann estimator (for tests and benchmarks only).
 
-This is the reference implementation's approach (method.md 1): the gradients dU(x_i)/dtheta of
-all frames are materialised as a dense [n_frames, n_params] matrix G, then contracted with the
-observables. Memory grows as n_frames x n_params, which is what :func:`boltzmann_loss` avoids;
-use this only to check it. It follows the same conventions (validity rules, weights, blocks from
-the same ``key``) so that both give the same number, but computes it with different algebra:
+This is the reference implementation's approach (docs/method.md §11, pitfall 1): the gradients
+dU(x_i)/dtheta of all frames are materialised as a dense [n_frames, n_params] matrix G, then
+contracted with the observables. Memory grows as n_frames x n_params, which is what
+:func:`boltzmann_loss` avoids; use this only to check it. It follows the same conventions
+(validity rules, weights, blocks from the same ``key``) so that both give the same number, but
+computes it with different algebra:
 v . Cov(O, G) = sum_i w_i (v . O_i) G_i - (v . Obar)(sum_i w_i G_i).
 """
 

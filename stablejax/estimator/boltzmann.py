@@ -1,4 +1,4 @@
-"""The Boltzmann estimator as a ``jax.custom_vjp`` loss (method.md sections 1, 6.2, 6.3).
+"""The Boltzmann estimator as a ``jax.custom_vjp`` loss (docs/method.md §2.1-§2.4).
 
 For configurations x_i sampled from p_theta(x) ~ exp(-beta U_theta(x)), the ensemble average of
 an observable obeys d<O>/dtheta = -beta Cov(O, dU_theta/dtheta). :func:`boltzmann_loss` returns
@@ -79,7 +79,7 @@ def boltzmann_loss(
         dLoss/d<O>, biased covariance (1/N) over all valid frames with weights w (uniform, or
         importance weights from ``log_weights``). With weights this is the exact gradient of the
         reweighted average, whose theta-dependence enters only through the weights.
-      * ``scaling="reference"``: the reference implementation's estimator (method.md 1, 6.2): no
+      * ``scaling="reference"``: the reference implementation's estimator (docs/method.md §2.4): no
         beta; valid frames shuffled with ``key`` (``key=None``: kept in order) and cut into blocks
         of ``block_size`` (the last may be partial); per block b, v_b = 2 (Obar_b - target) from
         the block mean (no 1/d factor; with a custom ``loss_fn``: dloss_fn/d<O> at Obar_b) and

@@ -1,4 +1,4 @@
-"""Importance reweighting of frames sampled under older parameters (method.md 6.12).
+"""Importance reweighting of frames sampled under older parameters (docs/method.md §5).
 
 Frames x_i sampled from p_theta0 ~ exp(-beta U_theta0) estimate averages under p_theta with the
 weights w_i ~ exp(-beta (U_theta(x_i) - U_theta0(x_i))), normalised to sum 1. They are uniform at

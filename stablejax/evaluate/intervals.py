@@ -1,5 +1,5 @@
-"""Bootstrap confidence intervals of evaluation statistics (docs/method.md, "Confidence
-intervals"): percentile, basic (reverse-percentile) and BCa intervals over replicas."""
+"""Bootstrap confidence intervals of evaluation statistics (docs/method.md §9): percentile,
+basic (reverse-percentile) and BCa intervals over replicas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Energy and force errors of a potential on labelled QM frames (test MAE of method.md §4)."""
+"""Energy and force errors of a potential on labelled QM frames (test MAE, docs/method.md §8)."""
 
 from __future__ import annotations
 

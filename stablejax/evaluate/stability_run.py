@@ -1,4 +1,4 @@
-"""Long evaluation simulations of a potential and the paper's metrics (method.md §4, §6.8, §6.9).
+"""Long evaluation simulations of a potential and the paper's metrics (docs/method.md §6, §7, §8).
 
 Replicas start from test structures spread evenly over the test split (never consecutive
 frames) with fresh Maxwell-Boltzmann velocities, and run with the evaluation thermostat
@@ -59,7 +59,7 @@ EVAL_MD = MDConfig(integrator="langevin", temperature_k=500.0, dt_fs=0.5, gamma_
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation settings (defaults: the paper's aspirin evaluation, docs/method.md).
+    """Evaluation settings (defaults: the paper's aspirin evaluation, docs/method.md §10.1).
 
     Attributes:
       md: the simulation (Langevin 500 K, 0.5 fs, friction 0.1/ps, a frame every 100 fs, bond
@@ -129,8 +129,8 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
     m = stream.finalize(acc)
     times_ps, censored, window_ps = m.times_ps, m.censored, m.window_ps
     h_ref = stream.h_ref
-    # Interval methods (docs/method.md, "Confidence intervals"): percentile for the median (a
-    # quantile: no smooth jackknife, so no BCa), BCa for the mean, basic for the h(r) MAE.
+    # Interval methods (docs/method.md §9): percentile for the median (a quantile: no smooth
+    # jackknife, so no BCa), BCa for the mean, basic for the h(r) MAE.
     median_ci = bootstrap_interval(times_ps, np.median, cfg.n_bootstrap, cfg.seed,
                                    method="percentile")
     mean_ci = bootstrap_interval(times_ps, np.mean, cfg.n_bootstrap, cfg.seed, method="bca")

@@ -1,6 +1,6 @@
 """Frozen, validated model configurations (one per architecture).
 
-Defaults are the paper's hyperparameters (method.md section 4): SchNet as in
+Defaults are the paper's hyperparameters (docs/method.md §10.1, §10.2): SchNet as in
 ``configs/pretraining/md17/schnet.yml`` and NequIP as in the Ac-Ala3-NHMe checkpoint config
 (NequIP 0.5.4). Every field is checked in ``__post_init__`` so that a bad value fails in Python,
 before anything is traced, with a message naming the field and the value.

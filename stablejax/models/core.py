@@ -1,7 +1,8 @@
 """The model protocol: ``make_model(cfg, atomic_numbers, ...) -> Model`` and ``bind``.
 
 Every potential in stablejax is a :class:`Model`, a NamedTuple of pure functions
-(method.md section 6.1)::
+whose energy follows the protocol ``energy_fn(params, R, **kwargs) -> scalar`` in eV, with
+forces ``-jax.grad(energy_fn, argnums=1)``::
 
     model = make_model(SchNetConfig(), frames.atomic_numbers,
                        energy_shift=stats.shift, energy_scale=stats.scale)

@@ -1,7 +1,8 @@
 """Energy normalisation and neighbour statistics computed from OUR training data.
 
 Per-atom energies are ``E_i = scale * y_i + shift[Z_i]`` (see ``stablejax.models.core``); the
-constants come from the training frames, never from the paper (method.md section 6.11).
+constants come from the training frames, never from the paper: our reference data are GFN2-xTB,
+not the paper's DFT (docs/reference-data.md, docs/method.md §10.2).
 
 Choice of the shift. A :class:`~stablejax.data.frames.Frames` set holds ONE system, so every frame
 has the same composition and a per-species least-squares fit ``E ~ sum_s n_s shift_s`` is

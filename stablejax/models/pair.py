@@ -1,7 +1,8 @@
 """Adapters: any JAX-MD potential as a stablejax :class:`~stablejax.models.core.Model`.
 
 A JAX-MD potential is a factory ``make(params) -> f(R, **kwargs)``; the adapter gives the
-protocol ``energy_fn(params, R, **kwargs) = make(params)(R, **kwargs)`` (method.md section 6.1).
+protocol of :mod:`stablejax.models.core`, ``energy_fn(params, R, **kwargs) =
+make(params)(R, **kwargs)``.
 Building the JAX-MD closure inside ``energy_fn`` costs nothing at run time: it is traced once.
 """
 
@@ -94,7 +95,7 @@ def lennard_jones_model(
 ) -> Model:
     """Lennard-Jones with learnable ``params = {"sigma": ..., "epsilon": ...}``.
 
-    Equivalent to method.md section 6.1's ``jax_md.energy.lennard_jones_pair(disp,
+    Equivalent to the literal JAX-MD recipe ``jax_md.energy.lennard_jones_pair(disp,
     sigma=p["sigma"], epsilon=p["epsilon"])(R, **kw)`` (and ``lennard_jones_neighbor_list`` for
     periodic boxes, which need ``neighbor=``): same ``smap`` pair sum and smooth cutoff, but with
     :func:`lennard_jones_safe`, because JAX-MD's pair function gives NaN gradients with respect

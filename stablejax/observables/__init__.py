@@ -1,6 +1,6 @@
 """Observables of MD frames: pure, ``vmap``-able functions (units: Angstrom, fs).
 
-* ``distances``: interatomic distance distribution h(r) in the convention of method.md 6.9
+* ``distances``: interatomic distance distribution h(r) in the convention of docs/method.md §7
   (dr 0.02 Angstrom over (0, r_max], midpoint centres, Gaussian smearing sigma 0.01 Angstrom for
   simulated and reference frames alike, each frame normalised to sum 100), ``hr_mae``
   (10 * mean |h - h_ref|) and ``mean_abs_error`` (plain mean).

@@ -47,7 +47,7 @@ def bond_lengths(R: Array, bonds, *, cell: Array | None = None) -> Array:
 
 
 def reference_bond_lengths(positions: Array, bonds, *, cell: Array | None = None) -> Array:
-    """Mean bond lengths [n_bonds] over reference frames [..., n_atoms, 3] (method.md 6.5)."""
+    """Mean bond lengths [n_bonds] over reference frames [..., n_atoms, 3] (docs/method.md §6)."""
     d = bond_lengths(jnp.asarray(positions), bonds, cell=cell)
     return jnp.mean(d.reshape((-1, d.shape[-1])), axis=0)
 

@@ -1,4 +1,4 @@
-"""Interatomic distance distribution h(r) (method.md 6.9) and shared histogram helpers.
+"""Interatomic distance distribution h(r) (docs/method.md §7) and shared histogram helpers.
 
 Convention (identical for simulated and reference frames):
   * bins of width ``dr`` (0.02 Angstrom) over (0, r_max], n_bins = r_max / dr (500 for 10 Angstrom,
@@ -25,7 +25,7 @@ import numpy as np
 
 from stablejax._types import Array
 
-#: Defaults of method.md 6.9.
+#: Defaults of docs/method.md §7.
 HR_DR_ANGSTROM: float = 0.02
 HR_SIGMA_ANGSTROM: float = 0.01
 HR_R_MAX_ANGSTROM: float = 10.0

@@ -86,9 +86,10 @@ def diffusivity(
       frame_dt_fs: time between frames, fs.
       max_lag: largest lag in frames (default n_frames - 1).
       atom_mask: optional [n_atoms] atoms to include.
-      method: ``"last_lag"``: MSD(t_max) / (6 t_max), averaged over time origins (the water
-        evaluation of method.md); ``"fit"``: least-squares slope of MSD(t) over lags
-        [fit_start_lag, max_lag] divided by 6 (removes the ballistic offset).
+      method: ``"last_lag"``: MSD(t_max) / (6 t_max), averaged over time origins (the reference
+        implementation's water evaluation; water is planned, docs/method.md §10.3);
+        ``"fit"``: least-squares slope of MSD(t) over lags [fit_start_lag, max_lag] divided by 6
+        (removes the ballistic offset).
       fit_start_lag: first lag of the fit (default max_lag // 5).
 
     Returns:

@@ -1,6 +1,6 @@
 """Partial radial distribution functions g_AB(r) under periodic boundaries.
 
-Normalisation (method.md, water section): for ordered pairs (i in A, j in B, i != j),
+Normalisation (the ideal-gas one): for ordered pairs (i in A, j in B, i != j),
 n_pairs = N_A * N_B (A != B) or N_A (N_A - 1) (A == B), pair density rho = n_pairs / V and
 
     g_AB(r_k) = <hist_k> / (rho * 4 pi / 3 * (r_{k+1}^3 - r_k^3)),

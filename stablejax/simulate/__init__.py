@@ -19,13 +19,13 @@ returns a :class:`Simulator`, a NamedTuple of functions:
 * ``run(params, state, n_steps, *, progress=None, stop_fraction=None)``: whole chunks with a
   ``progress(done_steps, total_steps, info)`` callback between chunks (no printing).
 * ``reset_replicas(state, mask, stored_state, key=None)``: restore selected replicas to a stored
-  earlier state, optionally with fresh Maxwell-Boltzmann velocities (method.md 6.6).
+  earlier state, optionally with fresh Maxwell-Boltzmann velocities (docs/method.md §4).
 * ``reallocate_neighbors(state, ...)``: re-size the per-replica neighbour lists.
 
-Recording (method.md 6.4): frames are taken after steps n_dump, 2 n_dump, ... (step 0, the start
-state, is not recorded) and stacked by ``lax.scan`` into [n_replicas, n_frames, ...] buffers.
-Every step checks positions, momenta and forces for non-finite values: a replica that produces
-one is frozen at once (its state keeps the last finite step), so it never injects NaN
+Recording (docs/method.md §2.5): frames are taken after steps n_dump, 2 n_dump, ... (step 0,
+the start state, is not recorded) and stacked by ``lax.scan`` into [n_replicas, n_frames, ...]
+buffers. Every step checks positions, momenta and forces for non-finite values: a replica that
+produces one is frozen at once (its state keeps the last finite step), so it never injects NaN
 downstream; its later frames repeat that last finite frame with ``valid = False``.
 The stability criterion (``stablejax.stability``) runs at every dump; ``ReplicaState`` records
 ``first_unstable_step`` (time = step * dt_fs; -1 = never) per replica. A frozen replica counts

@@ -6,11 +6,11 @@ amu, their time unit is sqrt(amu * Angstrom^2 / eV) ~ 10.18 fs, so a time step o
 ``gamma * 1e-3 / FS`` per internal unit. This module does those conversions once.
 
 Integrators (all from ``jax_md.simulate``):
-  * ``"nose_hoover"``: Nose-Hoover chain, tau = ``nh_tau_steps`` * dt (20 by default, "ttime 20"
-    of method.md section 4). The chain couples to ``n_dof`` degrees of freedom; the simulator uses
-    3N - 3 when the centre-of-mass momentum is removed (it stays zero under Nose-Hoover), so that
-    the kinetic temperature computed with 3N - 3 degrees of freedom matches the target. (The
-    reference uses 3N, which runs hot by 3N / (3N - 3).)
+  * ``"nose_hoover"``: Nose-Hoover chain, tau = ``nh_tau_steps`` * dt (20 by default, the
+    reference's "ttime 20"; docs/method.md §10). The chain couples to ``n_dof`` degrees of
+    freedom; the simulator uses 3N - 3 when the centre-of-mass momentum is removed (it stays zero
+    under Nose-Hoover), so that the kinetic temperature computed with 3N - 3 degrees of freedom
+    matches the target. (The reference uses 3N, which runs hot by 3N / (3N - 3).)
   * ``"langevin"``: BAOAB Langevin with friction ``gamma_per_ps`` in 1/ps.
   * ``"nve"``: velocity Verlet.
 """

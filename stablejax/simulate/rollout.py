@@ -265,7 +265,8 @@ def make_simulator(
     def reset_replicas(state: ReplicaState, mask: Array, stored_state: ReplicaState, key=None):
         """Restore replicas where ``mask`` [n_replicas] is True to ``stored_state`` (all fields:
         positions, momenta, thermostat, step count, flags). With ``key``, the restored replicas
-        get fresh Maxwell-Boltzmann velocities and a fresh Langevin noise key (method.md 6.6)."""
+        get fresh Maxwell-Boltzmann velocities and a fresh Langevin noise key
+        (docs/method.md §4)."""
         mask = jnp.asarray(mask, bool)
         if mask.shape != (state.n_replicas,):
             raise ValueError(f"mask must have shape [{state.n_replicas}], got {mask.shape}")

@@ -1,4 +1,4 @@
-"""Stability criteria for MD replicas (method.md 4 and 6.8).
+"""Stability criteria for MD replicas (docs/method.md §6).
 
 Factories build pure, ``vmap``-able criteria ``criterion(R) -> CriterionResult(unstable, value)``
 that the simulator evaluates at every dump::

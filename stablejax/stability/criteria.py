@@ -5,7 +5,7 @@ all given frames (worst case). A non-finite value always counts as unstable. The
 (``stablejax.simulate``) calls a criterion on each dumped frame.
 
 * Molecules: max over bonds of |bond length - reference mean length| > threshold
-  (0.25 Angstrom during training, 0.5 Angstrom in evaluation; method.md 4).
+  (0.25 Angstrom during training, 0.5 Angstrom in evaluation; docs/method.md §6).
 * Condensed phase (training): minimum distance between atoms of different molecules
   <= 1.2 Angstrom.
 * Condensed phase (evaluation): max over partial RDFs of ``rdf_mae`` against a reference >= 3.0.
@@ -52,7 +52,7 @@ def bond_length_criterion(
     Args:
       bonds: [n_bonds, 2] atom indices (concrete).
       reference_lengths: [n_bonds] Angstrom, e.g. ``observables.reference_bond_lengths`` of the
-        training frames (method.md 6.5).
+        training frames (docs/method.md §6).
       threshold_angstrom: tolerance (``BOND_TOLERANCE_TRAIN_ANGSTROM`` = 0.25 or
         ``BOND_TOLERANCE_EVAL_ANGSTROM`` = 0.5).
       cell: periodic cell for the minimum image, or None.
@@ -83,7 +83,8 @@ def min_intermolecular_distance_criterion(
     cell: Array | None = None,
 ) -> Criterion:
     """Unstable when the smallest distance between atoms of different molecules is
-    <= ``threshold_angstrom`` (1.2 Angstrom by default; water training in method.md 4).
+    <= ``threshold_angstrom`` (1.2 Angstrom by default; water training, docs/method.md §6
+    and §10.3).
 
     Args:
       molecule_index: [n_atoms] int molecule of each atom (concrete; e.g. ``arange(n) // 3``
@@ -156,7 +157,7 @@ def rdf_criterion(
 def stability_time_fs(
     first_unstable_step: Array, dt_fs: float, n_steps: int
 ) -> tuple[Array, Array]:
-    """Time to first failure per replica (method.md 6.8), right-censored at the run length.
+    """Time to first failure per replica (docs/method.md §6), right-censored at the run length.
 
     Args:
       first_unstable_step: [n_replicas] int, -1 where never unstable (``ReplicaState``).

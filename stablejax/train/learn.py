@@ -135,7 +135,7 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
 
 
 def make_frame_reweighting(problem: Problem, cfg: TrainConfig):
-    """Jitted ``(energies, weights)`` for reusing a learning epoch's frames (method.md 6.12):
+    """Jitted ``(energies, weights)`` for reusing a learning epoch's frames (docs/method.md §5):
     ``energies(params, frames) -> [n]`` eV, stored at sampling time, and
     ``weights(params, frames, mask, ref_energies) -> ImportanceWeights`` under newer parameters,
     at the sampling temperature (beta is physical whatever the estimator's scaling)."""

@@ -1,8 +1,8 @@
 """The optimisers of stablejax, built from optax.
 
-* :func:`stable_optimizer`: StABlE's step (method.md §1, §3): clip the global norm of the combined
-  gradient, one plain SGD step, skip (and count) non-finite gradients, and reduce-on-plateau of
-  the learning rate on the unstable fraction.
+* :func:`stable_optimizer`: StABlE's step (docs/method.md §3, §4): clip the global norm of the
+  combined gradient, one plain SGD step, skip (and count) non-finite gradients, and
+  reduce-on-plateau of the learning rate on the unstable fraction.
 * :func:`pretrain_optimizer`: QM pre-training: Adam with a linear warm-up and reduce-on-plateau on
   the validation loss (the parameter EMA is ``optax.incremental_update``).
 * :func:`scale_by_plateau`: reduce-on-plateau with the paper's rule (PyTorch's
@@ -126,8 +126,9 @@ def stable_optimizer(learning_rate: float, *, grad_clip_norm: float, plateau_fac
     sgd)), scale_by_plateau)``.
 
     ``update(grads, state, params, value=f)``: ``f`` is the epoch's unstable fraction, measured
-    before the step (method.md §3 step 4). A non-finite gradient gives a zero update and is
-    counted (``optax.ApplyIfFiniteState.total_notfinite``); the plateau still observes ``f``.
+    before the step (docs/method.md §4, learning phase, step 3). A non-finite gradient gives a zero
+    update and is counted (``optax.ApplyIfFiniteState.total_notfinite``); the plateau still
+    observes ``f``.
     """
     step = optax.chain(optax.clip_by_global_norm(grad_clip_norm), optax.sgd(learning_rate))
     return optax.chain(optax.apply_if_finite(step, max_consecutive_errors=_NEVER),

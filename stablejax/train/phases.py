@@ -1,4 +1,4 @@
-"""The decisions of StABlE's phase machine (method.md §3, §6.6), apart from the loop that acts
+"""The decisions of StABlE's phase machine (docs/method.md §4), apart from the loop that acts
 on them: when a learning phase starts and ends, and where each replica starts an epoch.
 
 * Simulation phase: unstable replicas are reset to their start-of-epoch state (with fresh
@@ -71,7 +71,7 @@ class Starts(NamedTuple):
 def simulation_starts(sim: Simulator, replicas: ReplicaState, epoch_start: ReplicaState,
                       ring: ReplicaState, *, unstable: np.ndarray, n_stored: int,
                       first_epoch_of_phase: bool, cfg: TrainConfig, key: Array) -> Starts:
-    """Start states of a simulation epoch (method.md §3 step 2).
+    """Start states of a simulation epoch (docs/method.md §4, simulation phase, steps 1-2).
 
     Args:
       replicas: the replicas at the end of the last epoch.

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """Pre-training hyperparameters (defaults: the paper's SchNet/MD17 recipe, method.md §4).
+    """Pre-training hyperparameters (defaults: the paper's SchNet/MD17 recipe,
+    docs/method.md §10.1).
 
     Attributes:
       loss: energy/force weights (see :class:`QMLossConfig`).
@@ -109,14 +110,14 @@ class PretrainConfig:
 
     @classmethod
     def schnet(cls, **overrides) -> "PretrainConfig":
-        """SchNet on MD17 (method.md §4): Adam 1e-3, batch 100, 5000 warm-up steps (x0.2),
+        """SchNet on MD17 (docs/method.md §10.1): Adam 1e-3, batch 100, 5000 warm-up steps (x0.2),
         plateau 0.8 / 5, energy/force weights 0.05 / 0.95."""
         return cls(**overrides)
 
     @classmethod
     def nequip(cls, **overrides) -> "PretrainConfig":
-        """NequIP on MD22 (method.md §4): Adam 5e-3, batch 5, per-atom energy 1 / forces 1000,
-        plateau 0.8 / 5, EMA 0.99, early stopping patience 50, no warm-up."""
+        """NequIP on MD22 (docs/method.md §10.2): Adam 5e-3, batch 5, per-atom energy 1 / forces
+        1000, plateau 0.8 / 5, EMA 0.99, early stopping patience 50, no warm-up."""
         base = dict(loss=QMLossConfig(1.0, 1000.0, per_atom_energy=True), learning_rate=5e-3,
                     batch_size=5, max_epochs=2000, warmup_steps=0, ema_decay=0.99)
         return cls(**{**base, **overrides})

@@ -98,8 +98,8 @@ def _largest_divisor(n: int, at_most: int) -> int:
 
 
 def replica_starts(problem: Problem, n_replicas: int, key: Array) -> np.ndarray:
-    """[n_replicas, n_atoms, 3] random training structures (method.md §4: initial conditions
-    are random train structures), without repetition when there are enough."""
+    """[n_replicas, n_atoms, 3] random training structures (docs/method.md §10: initial
+    conditions are random training structures), without repetition when there are enough."""
     n = problem.initial_positions.shape[0]
     idx = jax.random.choice(key, n, (n_replicas,), replace=n_replicas > n)
     return problem.initial_positions[np.asarray(idx)]

@@ -246,7 +246,8 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
                 params, opt_state, state.data, learning_frames(traj), mask.reshape(-1), k_learn,
                 cfg, learn_step, reweighting, int(h["epoch"]))
             record.update(info)
-            # The plateau sees f measured before the update (method.md §3 step 4).
+            # The plateau sees f measured before the update (docs/method.md §4, learning
+            # phase, step 3).
             opt_state = observe_plateau(opt_state, f_new, factor=cfg.optimizer.plateau_factor,
                                         patience=cfg.optimizer.plateau_patience)
             if phases.leaves_learning(int(plateau_of(opt_state).n_reductions), f_new, cfg):

@@ -1,6 +1,7 @@
-"""Configuration of StABlE training (docs/method.md): one frozen tree of dataclasses, validated at
-construction, JSON round trip via :func:`stablejax.config.to_dict` / ``from_dict``, overrides by
-nested dict via :func:`stablejax.config.replace`.
+"""Configuration of StABlE training (the configuration tree at the top of docs/method.md): one
+frozen tree of dataclasses, validated at construction, JSON round trip via
+:func:`stablejax.config.to_dict` / ``from_dict``, overrides by nested dict via
+:func:`stablejax.config.replace`.
 
 ``TrainConfig`` = the replicas and epochs, ``md`` (:class:`~stablejax.config.MDConfig`, shared with
 evaluation and the ``simulate`` command), ``hr`` (the observable), ``estimator``, ``optimizer``
@@ -102,7 +103,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PhaseConfig:
-    """The phase machine (docs/method.md).
+    """The phase machine (docs/method.md §4).
 
     Attributes:
       max_frac_unstable: enter learning when this fraction of replicas has gone unstable at
