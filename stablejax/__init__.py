@@ -5,8 +5,12 @@ Units everywhere: eV, Angstrom, fs, K, amu (kT in eV).
 
 Entry points (imported on first use, so ``import stablejax`` stays light):
 
-* ``stablejax.train(state, cfg)`` with ``stablejax.TrainState.create(...)`` /
-  ``stablejax.TrainConfig``: StABlE training.
+* ``stablejax.train(state, cfg)`` with ``stablejax.TrainState.create(...)`` (or
+  ``stablejax.make_stable(problem, cfg).init(params)``) / ``stablejax.TrainConfig``: StABlE
+  training.
+* ``stablejax.MDConfig`` / ``stablejax.EvalConfig``: the simulation settings shared by training,
+  evaluation and the CLI, and the evaluation settings (``stablejax.config``: JSON round trip,
+  nested overrides).
 * ``stablejax.pretrain(state, cfg, train, val)`` with ``stablejax.PretrainState.create(...)``:
   QM energy/force pre-training.
 * ``stablejax.pipeline``: the data -> pre-training -> StABlE stages the CLI and experiments run.
@@ -25,9 +29,13 @@ _LAZY = {
     "TrainState": "stablejax.train.stable",
     "TrainConfig": "stablejax.train.stable_config",
     "make_problem": "stablejax.train.problem",
+    "make_stable": "stablejax.train.stable",
+    "MDConfig": "stablejax.config",
+    "HRConfig": "stablejax.config",
+    "EvalConfig": "stablejax.evaluate.stability_run",
 }
-_SUBMODULES = {"data", "io", "models", "simulate", "observables", "stability", "estimator",
-               "train", "evaluate", "pipeline", "units"}
+_SUBMODULES = {"config", "data", "io", "models", "simulate", "observables", "stability",
+               "estimator", "train", "evaluate", "pipeline", "units"}
 
 
 def __getattr__(name):

@@ -69,3 +69,12 @@ def test_train_cli_config_file(tmp_path):
     path.write_text(json.dumps({"optimizer": {"learning_rat": 0.01}}))
     with pytest.raises(ValueError, match=r"cfg.json: TrainConfig\.optimizer\.learning_rat"):
         load_config(path, "aspirin")
+
+
+def test_top_level_names():
+    import stablejax
+    from stablejax.train import make_stable
+
+    assert stablejax.make_stable is make_stable
+    assert stablejax.MDConfig is MDConfig and stablejax.EvalConfig is EvalConfig
+    assert stablejax.config.replace is replace
