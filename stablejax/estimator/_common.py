@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stablejax._frames import chunked, effective_chunk, map_frames  # noqa: F401  (C.map_frames)
 from stablejax._types import Array, PyTree
 
 SCALINGS = ("physical", "reference")
@@ -146,42 +147,6 @@ def frames_finite(frames: PyTree) -> Array:
         if jnp.issubdtype(x.dtype, jnp.inexact):
             ok = ok & jnp.all(jnp.isfinite(x.reshape(n, -1)), axis=1)
     return ok
-
-
-def effective_chunk(chunk_size: int | None, n_frames: int) -> int:
-    return n_frames if chunk_size is None else min(int(chunk_size), n_frames)
-
-
-def pad_frames(tree: PyTree, n_pad: int) -> PyTree:
-    """Append ``n_pad`` copies of frame 0 along the frame axis."""
-    if n_pad == 0:
-        return tree
-    return jax.tree.map(
-        lambda x: jnp.concatenate([x, jnp.broadcast_to(x[:1], (n_pad,) + x.shape[1:])]), tree
-    )
-
-
-def chunked(tree: PyTree, chunk: int) -> tuple[PyTree, int]:
-    """Pad the frame axis to a multiple of ``chunk`` and reshape to [n_chunks, chunk, ...]."""
-    n = jax.tree.leaves(tree)[0].shape[0]
-    n_chunks = math.ceil(n / chunk)
-    padded = pad_frames(tree, n_chunks * chunk - n)
-    return jax.tree.map(lambda x: x.reshape((n_chunks, chunk) + x.shape[1:]), padded), n_chunks
-
-
-def map_frames(fn: Callable, frames: PyTree, chunk_size: int | None) -> PyTree:
-    """``vmap(fn)`` over frames, evaluated ``chunk_size`` frames at a time (``lax.map``).
-
-    Peak memory is that of ``chunk_size`` simultaneous evaluations, plus the outputs.
-    """
-    n = jax.tree.leaves(frames)[0].shape[0]
-    chunk = effective_chunk(chunk_size, n)
-    vfn = jax.vmap(fn)
-    if chunk == n:
-        return vfn(frames)
-    xs, n_chunks = chunked(frames, chunk)
-    out = jax.lax.map(vfn, xs)
-    return jax.tree.map(lambda y: y.reshape((n_chunks * chunk,) + y.shape[2:])[:n], out)
 
 
 def replace_invalid(frames: PyTree, valid: Array) -> PyTree:

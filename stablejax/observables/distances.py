@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stablejax._frames import map_frames as _map_frames
 from stablejax._types import Array
 
 #: Defaults of docs/method.md §7.
@@ -173,11 +174,11 @@ def normalise_to(h: Array, total: float = 100.0) -> Array:
 
 
 def map_frames(fn: Callable[[Array], Array], R: Array, batch_size: int | None = None) -> Array:
-    """Apply a one-frame function to R [..., n_atoms, 3] over all leading axes (``lax.map``,
-    ``batch_size`` frames at a time, so memory does not grow with the number of frames)."""
+    """Apply a one-frame function to R [..., n_atoms, 3] over all leading axes, ``batch_size``
+    frames at a time (None: one at a time), so memory does not grow with the number of frames."""
     lead = R.shape[:-2]
     flat = R.reshape((-1,) + R.shape[-2:])
-    out = jax.lax.map(fn, flat, batch_size=batch_size)
+    out = _map_frames(fn, flat, batch_size or 1)
     return out.reshape(lead + out.shape[1:])
 
 
