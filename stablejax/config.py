@@ -10,10 +10,54 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from typing import Any, Literal
 
 INTEGRATORS = ("nose_hoover", "langevin", "nve")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether ``value`` fits a config field annotation (int/float/bool/str, Literal, dataclass,
+    ``X | None``, tuple); other annotations are not checked."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple or tp is tuple:
+        return isinstance(value, tuple)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return True
+
+
+def check_types(obj: Any) -> None:
+    """Raise ``ValueError("<Class>.<field> must be <type>, got <value>")`` for a field whose value
+    does not fit its annotation (e.g. ``"four"`` or ``2.7`` for an int), before any rule is
+    evaluated."""
+    for name, tp in typing.get_type_hints(type(obj)).items():
+        if name.startswith("_") or name not in {f.name for f in dataclasses.fields(obj)}:
+            continue
+        value = getattr(obj, name)
+        if not _type_ok(value, tp):
+            if typing.get_origin(tp) is Literal:
+                shown = "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+            else:
+                shown = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+            raise ValueError(f"{type(obj).__name__}.{name} must be {shown}, got {value!r}")
 
 
 def need(obj: Any, field: str, ok: bool, rule: str) -> None:
@@ -51,6 +95,7 @@ class MDConfig:
     tolerance_angstrom: float = 0.25
 
     def __post_init__(self):
+        check_types(self)
         need(self, "integrator", self.integrator in INTEGRATORS, f"one of {INTEGRATORS}")
         need(self, "temperature_k", self.temperature_k > 0, "> 0")
         need(self, "dt_fs", self.dt_fs > 0, "> 0")
@@ -86,6 +131,7 @@ class HRConfig:
     sigma_angstrom: float = 0.01
 
     def __post_init__(self):
+        check_types(self)
         for f in ("r_max_angstrom", "dr_angstrom", "sigma_angstrom"):
             need(self, f, getattr(self, f) > 0, "> 0")
         need(self, "dr_angstrom", self.dr_angstrom < self.r_max_angstrom, "< r_max_angstrom")

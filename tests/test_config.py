@@ -78,3 +78,18 @@ def test_top_level_names():
     assert stablejax.make_stable is make_stable
     assert stablejax.MDConfig is MDConfig and stablejax.EvalConfig is EvalConfig
     assert stablejax.config.replace is replace
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"n_replicas": "four"}, "TrainConfig.n_replicas must be int, got 'four'"),
+    ({"n_replicas": 2.7}, "TrainConfig.n_replicas must be int, got 2.7"),
+    ({"optimizer": {"qm_max_batches": 1.5}}, r"OptimizerConfig.qm_max_batches must be int \| None"),
+    ({"estimator": {"forward_energies": 1}}, "EstimatorConfig.forward_energies must be bool"),
+    ({"md": {"dt_fs": "0.5"}}, "MDConfig.dt_fs must be float, got '0.5'"),
+])
+def test_wrong_types_are_named_before_any_rule(overrides, message):
+    """A JSON value of the wrong type is one line naming the field (not a TypeError from a
+    comparison, nor a traceback from inside JAX later)."""
+    with pytest.raises(ValueError, match=message):
+        replace(TrainConfig(), overrides)
+    assert replace(TrainConfig(), {"optimizer": {"learning_rate": 1}}).optimizer.learning_rate == 1

@@ -26,7 +26,7 @@ import tyro
 
 from stablejax.cli.evaluate import parse
 from stablejax.cli.progress import ProgressBar
-from stablejax.config import HRConfig, MDConfig, need
+from stablejax.config import HRConfig, MDConfig, check_types, need
 from stablejax.evaluate.stability_run import EVAL_MD
 
 _OUTPUTS = ("stability.csv", "summary.json", "trajectories.npz", "trajectories")
@@ -58,6 +58,7 @@ class SimulateArgs:
     """Replace the outputs of an earlier run in --out."""
 
     def __post_init__(self):
+        check_types(self)
         need(self, "n_replicas", self.n_replicas >= 1, ">= 1")
         need(self, "time_ps", self.time_ps > 0, "> 0")
         need(self, "frames_per_chunk", self.frames_per_chunk >= 1, ">= 1")

@@ -38,7 +38,7 @@ from stablejax.evaluate.intervals import (  # noqa: F401  (re-exported)
     bootstrap_ci,
     bootstrap_interval,
 )
-from stablejax.config import HRConfig, MDConfig, need
+from stablejax.config import HRConfig, MDConfig, check_types, need
 from stablejax.evaluate.qm import evaluate_qm
 from stablejax.evaluate.stream import (  # noqa: F401  (masked_frame_sum re-exported)
     Chunk,
@@ -81,6 +81,7 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_types(self)
         need(self, "n_replicas", self.n_replicas >= 1, ">= 1")
         need(self, "time_ps", self.time_ps * 1000.0 >= self.md.frame_interval_fs,
              f"at least one frame interval ({self.md.frame_interval_fs} fs)")

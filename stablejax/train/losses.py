@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stablejax._types import Array, EnergyFn, Params
+from stablejax.config import check_types
 from stablejax.data.frames import Frames
 from stablejax.models.frames import Batch, make_batches, predict, stack_batches  # noqa: F401
 
@@ -32,6 +33,7 @@ class QMLossConfig:
     per_atom_energy: bool = False
 
     def __post_init__(self):
+        check_types(self)
         for f in ("energy_weight", "force_weight"):
             if getattr(self, f) < 0:
                 raise ValueError(f"QMLossConfig.{f} must be >= 0, got {getattr(self, f)}")

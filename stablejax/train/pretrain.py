@@ -24,6 +24,7 @@ from flax import struct
 from stablejax._types import Array, Params, ProgressFn
 from stablejax.data.frames import Frames
 from stablejax.evaluate.qm import evaluate_qm  # noqa: F401  (re-exported)
+from stablejax.config import check_types
 from stablejax.io.run_dir import BEST, RunDir
 from stablejax.models import Model
 from stablejax.models.frames import frame_energy_fn, frames_neighbor_idx
@@ -84,6 +85,8 @@ class PretrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        check_types(self)
+
         def need(field: str, ok: bool, rule: str):
             if not ok:
                 raise ValueError(f"PretrainConfig.{field} must be {rule}, got "

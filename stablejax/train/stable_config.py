@@ -14,7 +14,7 @@ import dataclasses
 import enum
 from typing import Literal
 
-from stablejax.config import HRConfig, MDConfig, need, replace
+from stablejax.config import HRConfig, MDConfig, check_types, need, replace
 from stablejax.train.losses import QMLossConfig
 
 
@@ -58,6 +58,7 @@ class EstimatorConfig:
     reuse_min_ess_fraction: float = 0.9
 
     def __post_init__(self):
+        check_types(self)
         need(self, "scaling", self.scaling in ("reference", "physical"),
              "'reference' or 'physical'")
         need(self, "block_size", self.block_size >= 1, ">= 1")
@@ -91,6 +92,7 @@ class OptimizerConfig:
     qm_max_batches: int | None = None
 
     def __post_init__(self):
+        check_types(self)
         need(self, "learning_rate", self.learning_rate > 0, "> 0")
         need(self, "grad_clip_norm", self.grad_clip_norm > 0, "> 0")
         need(self, "plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)")
@@ -125,6 +127,7 @@ class PhaseConfig:
     n_checkpoints_kept: int = 16
 
     def __post_init__(self):
+        check_types(self)
         need(self, "max_frac_unstable", 0 < self.max_frac_unstable <= 1, "in (0, 1]")
         need(self, "min_frac_unstable", 0 <= self.min_frac_unstable < self.max_frac_unstable,
              "in [0, max_frac_unstable)")
@@ -165,6 +168,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_types(self)
         need(self, "n_replicas", self.n_replicas >= 1, ">= 1")
         frames = self.epoch_ps * 1000.0 / self.md.frame_interval_fs
         need(self, "epoch_ps", self.epoch_ps > 0 and frames >= 1 - 1e-9
