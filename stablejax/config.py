@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal
 
-INTEGRATORS = ("nose_hoover", "langevin", "nve")
+INTEGRATORS: tuple[str, ...] = ("nose_hoover", "langevin", "nve")  # MDConfig and the simulator
 
 
 def _type_ok(value: Any, tp: Any) -> bool:

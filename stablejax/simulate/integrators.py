@@ -26,9 +26,9 @@ import jax.numpy as jnp
 from jax_md import simulate as jmd_simulate
 
 from stablejax._types import Array
+from stablejax.config import INTEGRATORS
 from stablejax.units import FS
 
-INTEGRATORS: tuple[str, ...] = ("nose_hoover", "langevin", "nve")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,17 +135,23 @@ def stable_optimizer(learning_rate: float, *, grad_clip_norm: float, plateau_fac
                        scale_by_plateau(plateau_factor, plateau_patience))
 
 
+def warmup_schedule(learning_rate: float, *, warmup_steps: int,
+                    warmup_factor: float) -> optax.Schedule:
+    """Linear warm-up from ``warmup_factor * learning_rate`` to ``learning_rate`` over
+    ``warmup_steps`` optimizer steps, then constant."""
+    if warmup_steps > 0:
+        return optax.linear_schedule(warmup_factor * learning_rate, learning_rate, warmup_steps)
+    return optax.constant_schedule(learning_rate)
+
+
 def pretrain_optimizer(learning_rate: float, *, warmup_steps: int, warmup_factor: float,
                        grad_clip_norm: float | None, plateau_factor: float, plateau_patience: int,
                        min_learning_rate: float) -> optax.GradientTransformationExtraArgs:
     """Adam with a linear warm-up from ``warmup_factor * lr`` to ``lr`` over ``warmup_steps``,
     times a reduce-on-plateau scale observed once per epoch on the validation loss
     (:func:`observe_plateau`), floored at ``min_learning_rate``."""
-    if warmup_steps > 0:
-        schedule = optax.linear_schedule(warmup_factor * learning_rate, learning_rate,
-                                         warmup_steps)
-    else:
-        schedule = optax.constant_schedule(learning_rate)
+    schedule = warmup_schedule(learning_rate, warmup_steps=warmup_steps,
+                               warmup_factor=warmup_factor)
     parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
     return optax.chain(*parts, optax.scale_by_adam(), optax.scale_by_learning_rate(schedule),
                        scale_by_plateau(plateau_factor, plateau_patience,

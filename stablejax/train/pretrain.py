@@ -37,7 +37,12 @@ from stablejax.train.losses import (
     qm_loss,
     stack_batches,
 )
-from stablejax.train.optim import observe_plateau, plateau_of, pretrain_optimizer
+from stablejax.train.optim import (
+    observe_plateau,
+    plateau_of,
+    pretrain_optimizer,
+    warmup_schedule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +185,6 @@ def _optimizer(cfg: PretrainConfig) -> optax.GradientTransformation:
                               min_learning_rate=cfg.min_learning_rate)
 
 
-def learning_rate(cfg: PretrainConfig, step: Array, plateau_scale: Array) -> Array:
-    """Base rate x linear warm-up(step) x plateau scale (the rate of the optimizer's step
-    number ``step``)."""
-    if cfg.warmup_steps > 0:
-        frac = jnp.minimum(step / cfg.warmup_steps, 1.0)
-        warm = cfg.warmup_factor + (1 - cfg.warmup_factor) * frac
-    else:
-        warm = 1.0
-    return cfg.learning_rate * warm * plateau_scale
-
-
 def _make_epoch_fn(energy_fn, cfg: PretrainConfig, scales: LossScales):
     """``energy_fn``: the model's frame energy (:func:`stablejax.models.frame_energy_fn`)."""
     tx = _optimizer(cfg)
@@ -294,7 +288,10 @@ def pretrain(
                 f"pre-training loss became non-finite in epoch {epoch}; lower the learning "
                 "rate (PretrainConfig.learning_rate) or check the data for outliers")
         val_m = _summarise(eval_fn(ema, val_batches), val.n_atoms)
-        lr_now = float(learning_rate(cfg, step, plateau_of(opt_state).scale))
+        # The rate of the next step: the optimizer's own warm-up schedule x the plateau scale.
+        schedule = warmup_schedule(cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+                                   warmup_factor=cfg.warmup_factor)
+        lr_now = float(schedule(step)) * float(plateau_of(opt_state).scale)
         opt_state = observe_plateau(opt_state, val_m["loss"], factor=cfg.plateau_factor,
                                     patience=cfg.plateau_patience,
                                     min_scale=cfg.min_learning_rate / cfg.learning_rate)
