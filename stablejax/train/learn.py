@@ -33,12 +33,10 @@ class StableData(NamedTuple):
       target: [n_obs] reference value of the observable (h(r)).
       qm_batches: the QM training set as stacked padded batches ([n_batches, B, ...]), or None
         when ``qm_weight`` is 0.
-      start_positions: [n_train, n_atoms, 3] Angstrom, structures replicas start from.
     """
 
     target: Array
     qm_batches: Batch | None
-    start_positions: Array
 
 
 def frame_functions(problem: Problem) -> tuple[Callable, Callable, Callable]:
@@ -82,8 +80,9 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
     """
     if cfg.optimizer.qm_weight > 0 and problem.qm_batches is None:
         raise ValueError(
-            f"TrainConfig.qm_weight is {cfg.optimizer.qm_weight} but the problem has no QM batches "
-            "(Problem.qm_batches is None): set qm_weight=0 or give labelled frames")
+            f"TrainConfig.optimizer.qm_weight is {cfg.optimizer.qm_weight} but the problem has "
+            "no QM batches (Problem.qm_batches is None): set optimizer.qm_weight=0 or give "
+            "labelled frames")
     use_qm = cfg.optimizer.qm_weight > 0
     energy_fn, observable_fn, qm_energy_fn = frame_functions(problem)
 
@@ -91,8 +90,9 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
         return boltzmann_loss(params, frames, energy_fn=energy_fn, observable_fn=observable_fn,
                               target=target, kT=problem.kT_ev, mask=mask,
                               log_weights=log_weights, scaling=cfg.estimator.scaling,
-                              block_size=cfg.estimator.block_size, chunk_size=cfg.estimator.chunk_size, key=key,
-                              has_aux=True, forward_energies=cfg.estimator.forward_energies)
+                              block_size=cfg.estimator.block_size,
+                              chunk_size=cfg.estimator.chunk_size, key=key, has_aux=True,
+                              forward_energies=cfg.estimator.forward_energies)
 
     def qm_grad(params, batches: Batch, key):
         n = batches.energies.shape[0]
@@ -140,9 +140,10 @@ def make_frame_reweighting(problem: Problem, cfg: TrainConfig):
     ``weights(params, frames, mask, ref_energies) -> ImportanceWeights`` under newer parameters,
     at the sampling temperature (beta is physical whatever the estimator's scaling)."""
     energy_fn = frame_functions(problem)[0]
-    energies = jax.jit(lambda p, f: frame_energies(p, f, energy_fn, chunk_size=cfg.estimator.chunk_size))
+    chunk = cfg.estimator.chunk_size
+    energies = jax.jit(lambda p, f: frame_energies(p, f, energy_fn, chunk_size=chunk))
     weights = jax.jit(lambda p, f, m, e0: importance_weights(
-        p, f, energy_fn, e0, problem.kT_ev, m, chunk_size=cfg.estimator.chunk_size))
+        p, f, energy_fn, e0, problem.kT_ev, m, chunk_size=chunk))
     return energies, weights
 
 
@@ -151,8 +152,8 @@ def learn_epoch(params: Params, opt_state: Any, data: StableData, frames, mask: 
                 ) -> tuple[Params, Any, dict]:
     """The optimizer steps of one learning epoch: the first on the fresh frames, then up to
     ``cfg.estimator.max_steps_per_epoch - 1`` more on the same frames, importance-reweighted,
-    while their ESS stays >= ``cfg.estimator.reuse_min_ess_fraction`` of the usable frames. The record
-    carries the first step's losses and norms (those of the fresh frames)."""
+    while their ESS stays >= ``cfg.estimator.reuse_min_ess_fraction`` of the usable frames.
+    The record carries the first step's losses and norms (those of the fresh frames)."""
     params0 = params
     params, opt_state, info = learn_step(params, opt_state, data, frames, mask, key)
     e_fresh = info.pop("energies")

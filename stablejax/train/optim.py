@@ -125,10 +125,11 @@ def stable_optimizer(learning_rate: float, *, grad_clip_norm: float, plateau_fac
     """StABlE's learning-phase step: ``optax.chain(apply_if_finite(chain(clip_by_global_norm,
     sgd)), scale_by_plateau)``.
 
-    ``update(grads, state, params, value=f)``: ``f`` is the epoch's unstable fraction, measured
-    before the step (docs/method.md §4, learning phase, step 3). A non-finite gradient gives a zero
-    update and is counted (``optax.ApplyIfFiniteState.total_notfinite``); the plateau still
-    observes ``f``.
+    ``update(grads, state, params)`` takes a step at the current rate; the epoch's unstable
+    fraction ``f`` (measured before the step, docs/method.md §4, learning phase, step 3) is
+    observed once per epoch with :func:`observe_plateau` (or ``update(..., value=f)``). A
+    non-finite gradient gives a zero update and is counted
+    (``optax.ApplyIfFiniteState.total_notfinite``); the plateau still observes ``f``.
     """
     step = optax.chain(optax.clip_by_global_norm(grad_clip_norm), optax.sgd(learning_rate))
     return optax.chain(optax.apply_if_finite(step, max_consecutive_errors=_NEVER),

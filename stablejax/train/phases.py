@@ -46,13 +46,15 @@ def enters_learning(phase: int, epoch: int, phase_unstable_fraction: float,
 def leaves_learning(n_reductions: int, unstable_fraction: float, cfg: TrainConfig) -> bool:
     """A learning phase ends after ``max_lr_reductions`` plateau reductions or when the epoch's
     unstable fraction (measured before the update) is at most ``min_frac_unstable``."""
-    return n_reductions >= cfg.phases.max_lr_reductions or unstable_fraction <= cfg.phases.min_frac_unstable
+    return (n_reductions >= cfg.phases.max_lr_reductions
+            or unstable_fraction <= cfg.phases.min_frac_unstable)
 
 
 def stable_streak(streak: int, cycle: int, phase_unstable_fraction: float,
                   cfg: TrainConfig) -> int:
     """Consecutive simulation epochs below the threshold, counted after a learning phase."""
-    return streak + 1 if (cycle > 0 and phase_unstable_fraction < cfg.phases.max_frac_unstable) else 0
+    below = phase_unstable_fraction < cfg.phases.max_frac_unstable
+    return streak + 1 if (cycle > 0 and below) else 0
 
 
 def clear_flags(rs: ReplicaState) -> ReplicaState:

@@ -42,7 +42,7 @@ class Problem(NamedTuple):
 
     A hand-built problem: the simulator's ``steps_per_chunk`` must divide the epoch's steps
     (``TrainConfig.steps_per_epoch``); ``qm_batches=None`` needs ``optimizer.qm_weight=0``
-    (``qm_scales`` is then unused). The arrays (target, QM batches, start structures) become
+    (``qm_scales`` is then unused). The h(r) target and the QM batches become
     leaves of the training state (``StableData``), never compiled-in constants.
     """
 

@@ -93,7 +93,7 @@ class TrainState:
     sim_epochs_in_phase: Array  # () i32, epochs of the current simulation phase
     stable_streak: Array  # () i32, consecutive simulation epochs below the threshold
     key: Array  # [2] u32 PRNG key
-    data: StableData  # target, QM batches, start structures (inputs, not checkpointed)
+    data: StableData  # h(r) target, QM batches (inputs of the learn step, not checkpointed)
     fns: StableFns = struct.field(pytree_node=False)
 
     @classmethod
@@ -110,9 +110,7 @@ class TrainState:
     @property
     def learning_rate(self) -> float:
         """The SGD rate of the current epoch: lr_0 x plateau scale in learning, 0 otherwise."""
-        if int(self.phase) != Phase.LEARNING:
-            return 0.0
-        return self.fns.cfg.optimizer.learning_rate * float(self.plateau.scale)
+        return phase_learning_rate(int(self.phase), self.opt_state, self.fns.cfg)
 
     @property
     def unstable_fraction(self) -> float:
@@ -123,6 +121,13 @@ class TrainState:
         """What a checkpoint holds: every evolving array (not the input data)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in ("data", "fns")}
+
+
+def phase_learning_rate(phase: int, opt_state: Any, cfg: TrainConfig) -> float:
+    """The SGD rate of an epoch: lr_0 x the plateau scale in learning, 0 in simulation."""
+    if phase != Phase.LEARNING:
+        return 0.0
+    return cfg.optimizer.learning_rate * float(plateau_of(opt_state).scale)
 
 
 def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> StableFns:
@@ -167,9 +172,9 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
         k_pos, k_vel, k_run = jax.random.split(key, 3)
         R0 = jnp.asarray(replica_starts(problem, cfg.n_replicas, k_pos), leaves[0].dtype)
         replicas = sim.init(params, R0, k_vel)
-        ring = jax.tree.map(lambda x: jnp.repeat(x[None], cfg.phases.n_checkpoints_kept, 0), replicas)
-        data = StableData(target=jnp.asarray(problem.target), qm_batches=problem.qm_batches,
-                          start_positions=jnp.asarray(problem.initial_positions))
+        n_ring = cfg.phases.n_checkpoints_kept
+        ring = jax.tree.map(lambda x: jnp.repeat(x[None], n_ring, 0), replicas)
+        data = StableData(target=jnp.asarray(problem.target), qm_batches=problem.qm_batches)
         i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
         return TrainState(
             params=params, opt_state=tx.init(params), phase=i32(Phase.SIMULATION),
@@ -214,8 +219,7 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
             slot = int(h["ring_count"]) % cfg.phases.n_checkpoints_kept
             ring = jax.tree.map(lambda r, s: r.at[slot].set(s), ring, start)
             ring_count = ring_count + 1
-        lr = cfg.optimizer.learning_rate * float(plateau_of(opt_state).scale) \
-            if phase == Phase.LEARNING else 0.0
+        lr = phase_learning_rate(phase, opt_state, cfg)
 
         sim_progress = None
         if progress is not None:
