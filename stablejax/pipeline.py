@@ -4,7 +4,6 @@ them: application code above the library's building blocks (``stablejax.train``,
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import jax
 from stablejax._types import ProgressFn
 from stablejax.data.dataset import Dataset
 from stablejax.train.model_spec import ModelSpec, spec_from_data
+from stablejax.config import to_dict
 from stablejax.io.run_dir import (
     BEST,
     DONE,
@@ -74,8 +74,7 @@ def pretrain_on_dataset(
         "this_call_wall_s": time.perf_counter() - t0,
         "test_energy_mae_mev": float(test["energy_mae_mev"]),
         "test_force_mae_mev_per_angstrom": float(test["force_mae_mev_per_angstrom"]),
-        "config": {k: (v if not hasattr(v, "__dict__") else v.__dict__)
-                   for k, v in cfg.__dict__.items()},
+        "config": to_dict(cfg),
         "n_params": int(sum(x.size for x in jax.tree.leaves(params))),
     }
     rd.write_results(results)
@@ -107,8 +106,6 @@ def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path,
     and ``run_dir/results.json`` (summary, with the data set path).
     A finished run (``run_dir/stable/done.json``) is returned as is.
     """
-    import dataclasses
-
     from stablejax.train.problem import make_problem
     from stablejax.train.stable import TrainState, stop_reason, train
 
@@ -131,7 +128,7 @@ def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path,
         "stop_reason": stop_reason(state, cfg),
         "train_wall_s": sum(r["seconds"] for r in records),
         "this_call_wall_s": time.perf_counter() - t0,
-        "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+        "config": to_dict(cfg),
     }
     write_json(loop_dir / DONE, summary)
     rd.write_results(summary)  # model dir -> data

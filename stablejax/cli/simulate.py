@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import tyro
 
 from stablejax.cli.evaluate import parse
 from stablejax.cli.progress import ProgressBar
@@ -112,6 +111,7 @@ def main(argv: list[str]) -> int:
     from stablejax.evaluate.stability_run import spread_indices
     from stablejax.evaluate.stream import make_stream, run_stream
     from stablejax.io.npz import save_arrays
+    from stablejax.io.run_dir import write_json
     from stablejax.simulate.build import make_simulator_for
     from stablejax.pipeline import load_model_dir
 
@@ -165,8 +165,7 @@ def main(argv: list[str]) -> int:
             "bond_length_distribution_mae": m.bond_length_distribution_mae,
             "wall_s": time.perf_counter() - t0,
         }
-        (out / "summary.json.tmp").write_text(json.dumps(summary, indent=1))
-        os.replace(out / "summary.json.tmp", out / "summary.json")
+        write_json(out / "summary.json", summary)
         if args.format == "npz" and (finished or interrupted) and npz_chunks:
             cat = {k: np.concatenate([c[k] for c in npz_chunks], axis=1) for k in npz_chunks[0]}
             save_arrays(out / "trajectories.npz", **cat, z=np.asarray(system.atomic_numbers),
