@@ -25,16 +25,26 @@ TARGET_DISPLACEMENT_FACTOR = 1.5
 GB = 1e9
 
 
-def write_inputs(workdir: Path, n_frames: int, displacement: float, seed: int = 0) -> int:
+def write_inputs(workdir: Path, n_frames: int, displacement: float, seed: int = 0,
+                 structure: str | None = None) -> int:
     """Save atomic numbers, frames and target frames (float64 numpy) for the children.
+
+    The structure is the RDKit embedding of aspirin's SMILES, or ``structure`` (a file ASE reads,
+    e.g. ``benchmarks/aspirin.xyz``, that embedding saved for machines without RDKit).
 
     Returns:
       the number of atoms.
     """
-    from stablejax.data.structures import embed_smiles
-    from stablejax.data.systems import get_molecule
+    if structure is not None:
+        import ase.io
 
-    z, R0 = embed_smiles(get_molecule(SYSTEM).smiles, seed=seed)
+        atoms = ase.io.read(structure)
+        z, R0 = atoms.numbers, atoms.positions
+    else:
+        from stablejax.data.structures import embed_smiles
+        from stablejax.data.systems import get_molecule
+
+        z, R0 = embed_smiles(get_molecule(SYSTEM).smiles, seed=seed)
     rng = np.random.default_rng(seed)
     frames = R0[None] + displacement * rng.standard_normal((n_frames,) + R0.shape)
     ref = R0[None] + (TARGET_DISPLACEMENT_FACTOR * displacement

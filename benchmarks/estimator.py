@@ -92,6 +92,7 @@ def run_child(role: str, workdir: Path, args: argparse.Namespace, chunk_size: in
         cmd += ["--max-baseline-temp-gb", str(args.max_baseline_temp_gb)]
     cmd += ["--x64"] if args.x64 else []
     cmd += ["--quick"] if args.quick else []
+    cmd += ["--matmul-precision", args.matmul_precision]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -111,7 +112,7 @@ def parent_config(args: argparse.Namespace, n_frames: int, chunk_size: int, scal
     """One configuration: estimator child, then (if it fits) baseline child; the record."""
     with tempfile.TemporaryDirectory(prefix="stablejax_estimator_bench_") as tmp:
         workdir = Path(tmp)
-        n_atoms = write_inputs(workdir, n_frames, args.displacement)
+        n_atoms = write_inputs(workdir, n_frames, args.displacement, structure=args.structure)
         est, failure = run_child("estimator", workdir, args, chunk_size, scaling)
         if est is None:
             raise RuntimeError(f"estimator child {failure} ({n_frames} frames, chunk "
@@ -127,6 +128,7 @@ def parent_config(args: argparse.Namespace, n_frames: int, chunk_size: int, scal
             "chunk_size": chunk_size,
             "scaling": scaling,
             "dtype": est["dtype"],
+            "matmul_precision": args.matmul_precision,
         }
         record.update({f"estimator_{k}": v for k, v in est["method"].items()})
         record["energy_force_chunked_s"] = est["energy_force_chunked_s"]
@@ -217,7 +219,8 @@ def child(args: argparse.Namespace) -> dict:
         jnp.asarray(np.load(workdir / "target_frames.npy"), dtype), r_max=R_MAX_ANGSTROM,
         dr=DR_ANGSTROM)
     kw = dict(energy_fn=model.energy_fn, observable_fn=observable_fn, kT=kT_ev(TEMPERATURE_K),
-              scaling=scaling, block_size=BLOCK_SIZE, key=jax.random.key(1))
+              scaling=scaling, block_size=BLOCK_SIZE, key=jax.random.key(1),
+              matmul_precision=None if args.matmul_precision == "jax" else args.matmul_precision)
 
     if args.child == "estimator":
         def method(p, x, t):
@@ -315,6 +318,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--displacement", type=float, default=0.05,
                         help="Gaussian displacement per Cartesian component, Angstrom")
     parser.add_argument("--x64", action="store_true", help="float64 (gradient agreement)")
+    parser.add_argument("--matmul-precision", default="highest",
+                        choices=["highest", "high", "default", "tensorfloat32", "jax"],
+                        help="matmul_precision of both methods ('jax': JAX's default, which a "
+                             "JAX_DEFAULT_MATMUL_PRECISION setting changes); matters on GPUs")
+    parser.add_argument("--structure", help="aspirin structure file read by ASE (e.g. "
+                        "benchmarks/aspirin.xyz) instead of the RDKit embedding")
     parser.add_argument("--quick", action="store_true",
                         help="tiny SchNet, 1 repeat; default 64 frames, chunk 16 (smoke test)")
     parser.add_argument("--child", choices=["estimator", "baseline"], help=argparse.SUPPRESS)

@@ -57,6 +57,11 @@ def build_system(name: str, dtype: str, args) -> dict:
 
             system = load_dataset(args.data).system
             z, R, system_name = system.atomic_numbers, system.equilibrium_positions, system.name
+        elif args.structure is not None:  # machines without RDKit (benchmarks/gpu_check.sh)
+            import ase.io
+
+            atoms = ase.io.read(args.structure)
+            z, R, system_name = atoms.numbers, atoms.positions, "aspirin"
         else:
             from stablejax.data.structures import embed_smiles
 
@@ -222,6 +227,9 @@ def main(argv=None) -> None:
     p.add_argument("--gamma-per-ps", type=float, default=0.1)
     p.add_argument("--lj-cells", type=int, default=4, help="fcc cells per side (4 k^3 atoms)")
     p.add_argument("--data", default=None, help="data set directory with the aspirin structure")
+    p.add_argument("--structure", default=None,
+                   help="aspirin structure file read by ASE (e.g. benchmarks/aspirin.xyz, the "
+                        "RDKit embedding of the default run) instead of embedding it with RDKit")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     args = p.parse_args(argv)
     if args.quick:  # tiny defaults; options given explicitly still win

@@ -52,7 +52,7 @@ def test_estimator_quick_x64():
     would show up at O(1)); the 256-frame configuration exceeds the baseline size limit
     (256 x 417 params x 8 B = 0.85 MB > 0.4 MB) and must be skipped, not run."""
     records = run_script("estimator.py", "--quick", "--x64", "--frames", "64", "256",
-                         "--max-baseline-gb", "0.0004")
+                         "--max-baseline-gb", "0.0004", "--structure", "benchmarks/aspirin.xyz")
     assert [r["n_frames"] for r in records] == [64, 256]
     ran, skipped = records
     for r in records:
@@ -77,3 +77,19 @@ def test_estimator_quick_x64():
     assert skipped["baseline_predicted_gb"] == pytest.approx(256 * ran["n_params"] * 8 / 1e9,
                                                              rel=1e-3)
     assert skipped["memory_ratio"] is None and "grad_rel_diff" not in skipped
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path):
+    """``benchmarks/gpu_check.sh --quick``: the GPU machine's steps at smoke-test sizes (~70 s)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--quick", str(tmp_path)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=2 * TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env_record = json.loads((tmp_path / "gpu_check_env_cpu.json").read_text())
+    assert env_record["backend"] == "cpu" and env_record["versions"]["jax-md"]
+    md = [json.loads(x) for x in (tmp_path / "md_throughput_cpu.jsonl").read_text().splitlines()]
+    est = [json.loads(x) for x in (tmp_path / "estimator_cpu.jsonl").read_text().splitlines()]
+    assert {r["system"] for r in md} == {"aspirin", "lj_fluid"}
+    assert all(_positive(r["replica_steps_per_s"]) for r in md)
+    assert len(est) == 1 and est[0]["baseline"] == "ran" and est[0]["n_atoms"] == 21

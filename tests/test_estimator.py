@@ -309,6 +309,21 @@ def test_bad_arguments_raise():
         boltzmann_loss(params, {"R": X, "s": jnp.ones(3)}, **KW, target=target)
     with pytest.raises(ValueError, match="scalar"):
         boltzmann_loss(params, X, **dict(KW, energy_fn=lambda p, R: R), target=target)
+    with pytest.raises(ValueError, match="matmul_precision"):
+        boltzmann_loss(params, X, **KW, target=target, matmul_precision="tf32")
+
+
+@pytest.mark.parametrize("precision", ["highest", None])
+def test_matrix_products_get_the_requested_precision(precision):
+    """Both passes' products are traced at ``matmul_precision`` (GPUs default to TF32 inputs,
+    too coarse for the covariance), and None leaves JAX's default."""
+    params, X, target = toy_problem(8)
+    grad = jax.jit(jax.grad(lambda p: boltzmann_loss(p, X, **KW, target=target, chunk_size=4,
+                                                     matmul_precision=precision)))
+    dots = [line for line in grad.lower(params).as_text().splitlines() if "dot_general" in line]
+    assert dots
+    want = "HIGHEST" if precision else "DEFAULT"
+    assert all(f"precision = [{want}, {want}]" in line for line in dots), dots
 
 
 def test_memory_does_not_grow_with_frames_times_params():

@@ -9,6 +9,8 @@ removed; ``energy_fn(params, frame)`` and ``observable_fn(frame)`` take one fram
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from typing import Any, Callable
 
@@ -78,6 +80,22 @@ def _is_positive_int(x: object) -> bool:
 def check_chunk_size(chunk_size: int | None) -> None:
     if chunk_size is not None and not _is_positive_int(chunk_size):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+
+
+MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+
+
+def check_matmul_precision(precision: str | None) -> None:
+    if precision is not None and precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul_precision must be None or one of {MATMUL_PRECISIONS}, "
+                         f"got {precision!r}")
+
+
+def precision_scope(precision: str | None):
+    """Context in which traced matrix products get ``precision`` (None: JAX's default)."""
+    if precision is None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(precision)
 
 
 def check_block_size(block_size: int) -> None:

@@ -30,7 +30,8 @@ def per_frame_gradient_baseline(params: Params, frames: PyTree, **estimator_args
 
     Takes the keyword arguments of :func:`stablejax.estimator.boltzmann_loss`, with the same
     defaults and meaning (bound against its signature); ``chunk_size``, ``has_aux`` and
-    ``forward_energies`` are ignored (all frames at once).
+    ``forward_energies`` are ignored (all frames at once); ``matmul_precision`` applies the same
+    way.
 
     Returns:
       ``(loss, grads)``: the loss value and the estimator gradient (pytree like ``params``).
@@ -45,6 +46,14 @@ def per_frame_gradient_baseline(params: Params, frames: PyTree, **estimator_args
                                             a["kT"])
     loss_fn, mask, scaling, block_size = a["loss_fn"], a["mask"], a["scaling"], a["block_size"]
     key, log_weights = a["key"], a["log_weights"]
+    C.check_matmul_precision(a["matmul_precision"])
+    with C.precision_scope(a["matmul_precision"]):
+        return _baseline(params, frames, energy_fn, observable_fn, target, kT, loss_fn, mask,
+                         scaling, block_size, key, log_weights)
+
+
+def _baseline(params, frames, energy_fn, observable_fn, target, kT, loss_fn, mask, scaling,
+              block_size, key, log_weights):
     if scaling not in C.SCALINGS:
         raise ValueError(f"scaling must be one of {C.SCALINGS}, got {scaling!r}")
     C.check_block_size(block_size)
