@@ -102,7 +102,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     from stablejax.data import generate_dataset, load_dataset, scale_config
     from stablejax.evaluate import evaluate_model
     from stablejax.evaluate.report import save_eval, write_report
-    from stablejax.io.run_dir import MODEL_SPEC
+    from stablejax.io.run_dir import write_json
     from stablejax.pipeline import load_model_dir, pretrain_on_dataset, stable_on_dataset
 
     run_dir = args.run_dir or Path("runs") / f"{experiment}-{args.scale}"
@@ -112,7 +112,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
 
     def done(stage: str, t0: float) -> None:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
-        timings_path.write_text(json.dumps(timings, indent=1))
+        write_json(timings_path, timings)
 
     t = _stage("data")
     data_cfg = scale_config(plan.system, args.scale, seed=args.seed, **plan.data_overrides)
@@ -123,7 +123,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     done("data", t)
     if args.until == "data":
         return run_dir
-    (run_dir / "experiment.json").write_text(json.dumps({
+    write_json(run_dir / "experiment.json", {
         "experiment": experiment, "scale": args.scale, "system": plan.system,
         "model": plan.model, "data set": str(data_path),
         "frames train/val/test/reference (used)": f"{dataset.train.n_frames}/{dataset.val.n_frames}/"
@@ -134,7 +134,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         "evaluation": f"{plan.evaluation.n_replicas} replicas x {plan.evaluation.time_ps} ps, "
                       f"{plan.evaluation.md.integrator}",
         **({"notes": " ".join(plan.notes)} if plan.notes else {}),
-    }, indent=1))
+    })
 
     t = _stage("pretrain")
     pre_dir = run_dir / "pretrain"
@@ -145,7 +145,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     done("pretrain", t)
     if args.until == "pretrain":
         return run_dir
-    _, model, params = load_model_dir(pre_dir)
+    spec, model, params = load_model_dir(pre_dir)
 
     def evaluate(name: str, params, label: str) -> None:
         if (run_dir / name / "summary.json").exists():
@@ -163,15 +163,13 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
 
     t = _stage("stable")
     stable_dir = run_dir / "stable_model"
-    stable_dir.mkdir(exist_ok=True)
-    shutil.copy(pre_dir / MODEL_SPEC, stable_dir / MODEL_SPEC)
     with ProgressBar("[4/6 StABlE] epochs", unit="epoch",
                      postfix_keys=("phase", "unstable_fraction")) as bar:
         def progress(d, tot, info):
             if info.get("stage") != "simulate":
                 bar(d, tot, info)
 
-        stable_on_dataset(dataset, model, params, plan.train, stable_dir, progress=progress)
+        stable_on_dataset(dataset, spec, params, plan.train, stable_dir, progress=progress)
     done("stable", t)
     if args.until == "stable":
         return run_dir

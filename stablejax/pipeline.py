@@ -35,22 +35,40 @@ def pretrain_on_dataset(
     *,
     model_overrides: dict | None = None,
     progress: ProgressFn | None = None,
+    allow_changes: tuple[str, ...] = (),
 ) -> dict:
     """Pre-train a ``kind`` ('schnet' / 'nequip') model on a data set; resumable via ``run_dir``.
 
-    Writes ``run_dir/model.json`` (the :class:`ModelSpec`), ``checkpoints/``, ``best/``,
-    ``metrics.jsonl`` and ``results.json`` (test energy/force MAE of the best parameters, wall
-    time, throughput). A finished run (``results.json`` present) is returned as is.
+    Writes ``run_dir/inputs.json`` (config, model kind and overrides, data set identity),
+    ``model.json`` (the :class:`ModelSpec`), ``checkpoints/``, ``best/``, ``metrics.jsonl`` and
+    ``results.json`` (test energy/force MAE of the best parameters, wall time, throughput). A
+    finished run (``results.json`` present) re-run with the same inputs is returned as is; with
+    other inputs it is refused. A resume with other inputs is refused except for the fields of
+    ``allow_changes`` (see :func:`stablejax.train.pretrain.pretrain`).
 
     Returns:
       The results dict.
+
+    Raises:
+      InputError: other inputs than the run directory records (fields named), or a data set
+        whose atoms differ from the model's.
     """
-    rd = RunDir(run_dir).mkdir()
+    from stablejax.io.inputs import allow_paths, check_inputs, dataset_identity
+    from stablejax.train.pretrain import LOOP_FIELDS, RESUMABLE_FIELDS
+
+    rd = RunDir(run_dir)
+    allow = allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS)
+    check_inputs(rd.path, {"config": to_dict(cfg),
+                           "model": {"kind": kind, "overrides": dict(model_overrides or {})},
+                           "data": dataset_identity(dataset)},
+                 allow=allow, resumable=[f"config.{k}" for k in RESUMABLE_FIELDS],
+                 finished=rd.is_finished)
     if rd.is_finished:
         return rd.read_results()
     spec_path = rd.model_spec_path
     if spec_path.exists():
         spec = ModelSpec.load(spec_path)
+        spec.check_species(dataset.train.atomic_numbers, f"data set {dataset.path}")
     else:
         spec = spec_from_data(kind, dataset.train, **(model_overrides or {}))
         spec.save(spec_path)
@@ -58,13 +76,14 @@ def pretrain_on_dataset(
     state = PretrainState.create(model, jax.random.PRNGKey(cfg.seed),
                                  dataset.train.positions[0], cfg)
     t0 = time.perf_counter()
-    state = pretrain(state, cfg, dataset.train, dataset.val, run_dir=rd.path, progress=progress)
+    state = pretrain(state, cfg, dataset.train, dataset.val, run_dir=rd.path, progress=progress,
+                     allow_changes=allow_changes)
     params = rd.load_params(BEST, state.params)
     test = evaluate_qm(model, params, dataset.test, dtype=cfg.dtype)
     results = {
         "model": kind,
         "system": dataset.system.name,
-        "data": str(dataset.path),
+        "data": str(Path(dataset.path).resolve()),
         "n_train": dataset.train.n_frames,
         "n_val": dataset.val.n_frames,
         "n_test": dataset.test.n_frames,
@@ -97,30 +116,53 @@ def load_model_dir(run_dir: str | Path):
     raise FileNotFoundError(f"{rd.path}: no {FINAL}/ or {BEST}/ parameter checkpoint")
 
 
-def stable_on_dataset(dataset: Dataset, model, params, cfg, run_dir: str | Path, *,
-                      progress: ProgressFn | None = None) -> dict:
-    """StABlE training of ``params`` on a data set (resumable from ``run_dir``).
+def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: str | Path, *,
+                      progress: ProgressFn | None = None, allow_changes: tuple[str, ...] = ()
+                      ) -> dict:
+    """StABlE training of a pre-trained model (``spec``, ``params``) on a data set (resumable
+    from ``run_dir``).
 
-    Writes ``run_dir/stable/`` (checkpoints, metrics.jsonl, end_of_cycle/), the final
-    parameters as ``run_dir/final`` (so ``run_dir`` with ``model.json`` is a model directory)
-    and ``run_dir/results.json`` (summary, with the data set path).
-    A finished run (``run_dir/stable/done.json``) is returned as is.
+    Writes ``run_dir/inputs.json`` (config, the pre-trained model's spec and parameter digest,
+    data set identity), ``run_dir/model.json`` (``spec``), ``run_dir/stable/`` (checkpoints,
+    metrics.jsonl, end_of_cycle/), the final parameters as ``run_dir/final`` (so ``run_dir`` is
+    a model directory) and ``run_dir/results.json`` (summary, with the data set path). A
+    finished run (``run_dir/stable/done.json``) re-run with the same inputs is returned as is;
+    with other inputs it is refused, before anything is written. A resume may change only
+    ``n_epochs``, ``stable_epochs`` and the fields of ``allow_changes``
+    (see :func:`stablejax.train.stable.train`).
+
+    Raises:
+      InputError: other inputs than the run directory records (fields named), or a data set
+        whose atoms differ from the model's.
     """
+    from stablejax.io.inputs import allow_paths, array_digest, check_inputs, dataset_identity
     from stablejax.train.problem import make_problem
-    from stablejax.train.stable import TrainState, stop_reason, train
+    from stablejax.train.stable import LOOP_FIELDS, RESUMABLE_FIELDS, TrainState, stop_reason, train
 
+    spec.check_species(dataset.system.atomic_numbers, f"data set {dataset.path}")
     rd = RunDir(run_dir)
     loop_dir = rd.sub(STABLE)
-    if (loop_dir / DONE).exists():
+    finished = (loop_dir / DONE).exists()
+    check_inputs(rd.path, {"config": to_dict(cfg),
+                           "pretrained": {"model": spec.to_json(),
+                                          "params_sha256": array_digest(params)},
+                           "data": dataset_identity(dataset)},
+                 allow=allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS),
+                 resumable=[f"config.{k}" for k in RESUMABLE_FIELDS], finished=finished)
+    if finished:
         return read_json(loop_dir / DONE)
+    if not rd.model_spec_path.exists():
+        spec.save(rd.model_spec_path)
+    model = spec.build()
     t0 = time.perf_counter()
     problem = make_problem(model, dataset.system, dataset.train, dataset.reference.positions, cfg)
     state = TrainState.create(problem, params, cfg)
-    state = train(state, cfg, run_dir=loop_dir.path, progress=progress)
+    state = train(state, cfg, run_dir=loop_dir.path, progress=progress,
+                  allow_changes=allow_changes)
     rd.save_params(FINAL, int(state.epoch), state.params, {"epoch": int(state.epoch)})
     records = loop_dir.records()
     summary = {
-        "data": str(dataset.path),
+        "data": str(Path(dataset.path).resolve()),
         "epochs": int(state.epoch),
         "learning_epochs": sum(r["phase"] == "learning" for r in records),
         "cycles": int(state.cycle),

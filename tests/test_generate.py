@@ -124,3 +124,48 @@ def test_bad_config_errors():
         scale_config("aspirin", n_train=0)
     with pytest.raises(ValueError, match="bonds_from_structure"):
         bonds_from_structure(np.zeros((3, 3)), np.array([1, 1]))
+
+
+def test_killing_data_generate_ends_its_workers(tmp_path):
+    """SIGKILL of ``data generate --workers 2`` must not leave its pool workers running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "stablejax", "data", "generate", "ethanol",
+                             "--data-dir", str(tmp_path), "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children(pid):
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+
+    try:
+        deadline = time.monotonic() + 120
+        workers = []
+        # spawn's resource tracker is a child too; the pool's workers are the others
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = [p for p in children(proc.pid)
+                       if "resource_tracker" not in open(f"/proc/{p}/cmdline").read()]
+        assert len(workers) >= 2, "the pool's workers never started"
+        time.sleep(2.0)  # let them import and reach their initialiser
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in workers):
+            for p in workers:  # reap zombies re-parented to us, if any
+                try:
+                    os.waitpid(p, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            time.sleep(0.5)
+        alive = [p for p in workers if os.path.exists(f"/proc/{p}")
+                 and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+        assert not alive, f"workers {alive} outlived their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

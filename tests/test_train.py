@@ -295,3 +295,29 @@ def test_config_must_match_state(lj, tmp_path):
     assert int(out.epoch) == 1
 
 
+
+
+def test_resume_refuses_another_config_unless_the_change_is_allowed(lj, tmp_path):
+    """The run directory records its config: a resume with another learning rate or seed is
+    refused (naming the field and both values) before anything is restored; the learning rate
+    may change when named in ``allow_changes``; the epoch count always may."""
+    from stablejax.errors import InputError
+
+    cfg1 = base_cfg(n_epochs=1, stable_epochs=None)
+    train_fn(TrainState.create(lj.problem, sig(2.2), cfg1), cfg1, run_dir=tmp_path)
+    cfg2 = base_cfg(n_epochs=2, stable_epochs=None, optimizer={"learning_rate": 0.1})
+    state2 = TrainState.create(lj.problem, sig(2.2), cfg2)
+    with pytest.raises(InputError, match=r"config\.optimizer\.learning_rate: 0\.3 -> 0\.1.*"
+                                         r"--allow-change optimizer\.learning_rate"):
+        train_fn(state2, cfg2, run_dir=tmp_path)
+    cfg_seed = base_cfg(n_epochs=2, stable_epochs=None, seed=7)
+    with pytest.raises(InputError, match=r"config\.seed: 0 -> 7.*another run directory"):
+        train_fn(TrainState.create(lj.problem, sig(2.2), cfg_seed), cfg_seed, run_dir=tmp_path)
+    with pytest.raises(InputError, match="not a field a resume may change"):
+        train_fn(state2, cfg2, run_dir=tmp_path, allow_changes=("seed",))
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    out = train_fn(state2, cfg2, run_dir=tmp_path, allow_changes=("optimizer.learning_rate",))
+    assert int(out.epoch) == 2
+    record = json.loads((tmp_path / "inputs.json").read_text())
+    assert record["config"]["optimizer"]["learning_rate"] == 0.1
+    assert record["changes"][-1]["config.optimizer.learning_rate"] == [0.3, 0.1]

@@ -39,6 +39,9 @@ class PretrainArgs:
     """SchNet hidden width and filters (default 64)."""
     float64: bool = False
     seed: int = 0
+    allow_change: tuple[str, ...] = ()
+    """Settings a resume of --run-dir may change (learning-rate; max-epochs and
+    time-budget-s always may); any other change is refused."""
 
 
 def main(argv: list[str]) -> int:
@@ -72,11 +75,12 @@ def main(argv: list[str]) -> int:
         if args.model != "schnet":
             raise ValueError("--features applies to SchNet only")
         model_over.update(hidden_features=args.features, n_filters=args.features)
+    allow = tuple(name.replace("-", "_") for name in args.allow_change)
     run_dir = args.run_dir or Path("runs") / f"pretrain-{dataset.system.name}-{args.model}-{args.scale}"
     with ProgressBar(f"[pretrain] {args.model}", unit="epoch",
                      postfix_keys=("train_loss", "val_force_mae_mev_per_angstrom")) as bar:
         results = pretrain_on_dataset(dataset, args.model, cfg, run_dir, model_overrides=model_over,
-                                      progress=bar)
+                                      progress=bar, allow_changes=allow)
     print(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
     print(f"run directory: {run_dir}")
     return 0

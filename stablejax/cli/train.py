@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import tyro
@@ -33,6 +32,9 @@ class TrainArgs:
     """Output directory (default: <pretrained>-stable)."""
     cfg: TrainConfig = TrainConfig()
     """StABlE settings (defaults: --preset, then --config, then these flags)."""
+    allow_change: tuple[str, ...] = ()
+    """Config fields a resume of --run-dir may change (n-epochs, stable-epochs,
+    optimizer.learning-rate); any other change is refused."""
 
 
 def load_config(path: Path | None, preset: str) -> TrainConfig:
@@ -68,8 +70,8 @@ def main(argv: list[str]) -> int:
     from stablejax.data import load_dataset
     from stablejax.pipeline import load_model_dir, stable_on_dataset
 
-    spec, model, params = load_model_dir(args.pretrained)
-    from stablejax.io.run_dir import MODEL_SPEC, RESULTS, RunDir
+    spec, _, params = load_model_dir(args.pretrained)
+    from stablejax.io.run_dir import RESULTS, RunDir
 
     data = args.data
     pre = RunDir(args.pretrained)
@@ -79,15 +81,15 @@ def main(argv: list[str]) -> int:
         data = Path(pre.read_results()["data"])
     dataset = load_dataset(data)
     run_dir = args.run_dir or args.pretrained.with_name(args.pretrained.name + "-stable")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(pre / MODEL_SPEC, run_dir / MODEL_SPEC)
+    allow = tuple(name.replace("-", "_") for name in args.allow_change)
     with ProgressBar("[StABlE] epochs", unit="epoch",
                      postfix_keys=("phase", "unstable_fraction", "learning_rate")) as bar:
         def progress(done, total, info):
             if info.get("stage") != "simulate":
                 bar(done, total, info)
 
-        summary = stable_on_dataset(dataset, model, params, args.cfg, run_dir, progress=progress)
+        summary = stable_on_dataset(dataset, spec, params, args.cfg, run_dir, progress=progress,
+                                    allow_changes=allow)
     print(json.dumps(summary, indent=1))
     print(f"run directory: {run_dir}")
     return 0

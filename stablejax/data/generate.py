@@ -24,6 +24,8 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -216,8 +218,27 @@ def generate_dataset(
     )
     complete = {"wall_s": time.perf_counter() - t0, "md_wall_s": t_md,
                 "gfn2_calls": n_calls, "n_workers": n_workers}
-    (root / "complete.json").write_text(json.dumps(complete, indent=1))
+    from stablejax.io.run_dir import write_json
+
+    write_json(root / "complete.json", complete)  # atomic: its presence marks a finished set
     return root
+
+
+def _end_with_parent() -> None:
+    """Pool worker initialiser: ask Linux to send SIGTERM to this worker when its parent dies
+    (SIGKILL or SIGTERM of ``data generate`` included), so no orphaned worker keeps running.
+    Elsewhere a no-op (an interrupted parent still terminates its workers explicitly)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call: end now
+        os._exit(1)
 
 
 def _run_pool(root, cfg, jobs, n_workers, poll) -> None:
@@ -225,7 +246,8 @@ def _run_pool(root, cfg, jobs, n_workers, poll) -> None:
     old = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before tblite loads
     try:
-        with cf.ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(n_workers, mp_context=ctx,
+                                    initializer=_end_with_parent) as pool:
             futures = [pool.submit(run_trajectory, root, cfg, job) for job in jobs]
             try:
                 pending = set(futures)
@@ -235,8 +257,10 @@ def _run_pool(root, cfg, jobs, n_workers, poll) -> None:
                         f.result()  # re-raise a worker's error here
                     poll()
             except BaseException:
-                for f in futures:
-                    f.cancel()
+                # Do not wait for running trajectories (each resumes from its last chunk).
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
                 raise
     finally:
         if old is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,60 @@ class ModelSpec:
                    avg_num_neighbors=d.get("avg_num_neighbors"), box=d.get("box"))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+        """Write the spec atomically (temporary file + rename)."""
+        from stablejax.io.run_dir import write_json
+
+        write_json(path, self.to_json())
+
+    def check_species(self, atomic_numbers, what: str) -> None:
+        """``atomic_numbers`` (of a data set, frames or structure named ``what``) must be the
+        model's atoms in the model's order: a molecule's model is bound to its atom list. A
+        periodic model (``box`` set) may see another number of atoms, never other elements.
+
+        Raises:
+          InputError: naming ``what``, the first differing index and both elements.
+        """
+        from ase.data import chemical_symbols
+
+        from stablejax.errors import InputError
+
+        model = np.asarray(self.atomic_numbers, dtype=int)
+        data = np.asarray(atomic_numbers, dtype=int).reshape(-1)
+        if self.box is not None:
+            extra = sorted(set(data.tolist()) - set(model.tolist()))
+            if extra:
+                raise InputError(f"{what}: elements {[chemical_symbols[z] for z in extra]} are "
+                                 f"not in the model (it knows "
+                                 f"{sorted({chemical_symbols[z] for z in model})})")
+            return
+        if data.shape != model.shape:
+            raise InputError(f"{what} has {data.size} atoms; the model is bound to a molecule of "
+                             f"{model.size} atoms")
+        bad = np.flatnonzero(data != model)
+        if bad.size:
+            i = int(bad[0])
+            raise InputError(
+                f"{what}: atom {i} is {chemical_symbols[data[i]]} but the model expects "
+                f"{chemical_symbols[model[i]]} ({bad.size} atoms differ; the model is bound to "
+                "its molecule's atom order: reorder the atoms or train a model on this order)")
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelSpec":
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def _warn_if_cutoff_sees_no_neighbours(cutoff_angstrom: float, train: Frames) -> None:
+    """A cutoff below the shortest interatomic distance of the first training frame gives a
+    model that sees no neighbours: every force is zero. Warn (a legal but absurd setting)."""
+    R = np.asarray(train.positions[0], dtype=float)
+    if any(train.pbc) or len(R) < 2:
+        return
+    d = np.linalg.norm(R[:, None] - R[None], axis=-1)
+    shortest = float(d[np.triu_indices(len(R), 1)].min())
+    if cutoff_angstrom < shortest:
+        warnings.warn(f"cutoff_angstrom={cutoff_angstrom} is below the shortest interatomic "
+                      f"distance of the training frames ({shortest:.3f} Angstrom): the model "
+                      "sees no neighbours and every force is zero", stacklevel=3)
 
 
 def spec_from_data(kind: str, train: Frames, config: SchNetConfig | NequIPConfig | None = None,
@@ -93,6 +143,7 @@ def spec_from_data(kind: str, train: Frames, config: SchNetConfig | NequIPConfig
     if kind not in _CONFIGS:
         raise ValueError(f"unknown model {kind!r}; choose one of {sorted(_CONFIGS)}")
     cfg = config or _CONFIGS[kind](**config_overrides)
+    _warn_if_cutoff_sees_no_neighbours(cfg.cutoff_angstrom, train)
     stats = energy_statistics(train)
     avg = None
     if kind == "nequip":

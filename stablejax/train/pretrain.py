@@ -47,6 +47,12 @@ from stablejax.train.optim import (
 log = logging.getLogger(__name__)
 
 
+# PretrainConfig fields that only steer the loop (a resume may change them), and the fields a
+# resume may change when the caller names them (``allow_changes``).
+LOOP_FIELDS = ("max_epochs", "time_budget_s")
+RESUMABLE_FIELDS = LOOP_FIELDS + ("learning_rate",)
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """Pre-training hyperparameters (defaults: the paper's SchNet/MD17 recipe,
@@ -239,13 +245,17 @@ def pretrain(
     *,
     run_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
+    allow_changes: tuple[str, ...] = (),
 ) -> PretrainState:
     """Fit ``state.model`` to the energies and forces of ``train``; select on ``val``.
 
     With ``run_dir``, an orbax checkpoint (``run_dir/checkpoints``) is written every epoch with
     the metrics log ``run_dir/metrics.jsonl`` (one JSON record per epoch), and the best
     parameters under ``run_dir/best``. If ``run_dir`` already holds a checkpoint, training
-    resumes from it and continues exactly as the uninterrupted run would have.
+    resumes from it and continues exactly as the uninterrupted run would have. The directory
+    records the config it was made with (``inputs.json``, see :mod:`stablejax.io.inputs`);
+    resuming with another config is refused, except for ``max_epochs``/``time_budget_s`` and the
+    fields named in ``allow_changes`` (from ``RESUMABLE_FIELDS``: ``"learning_rate"``).
 
     Returns:
       The final state; ``state.best_params`` are the selected parameters.
@@ -266,6 +276,12 @@ def pretrain(
                                                                               val.positions)))
     rd = RunDir(run_dir) if run_dir is not None else None
     if rd is not None:
+        from stablejax.config import to_dict
+        from stablejax.io.inputs import allow_paths, check_inputs
+
+        allow = allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS)
+        check_inputs(rd.path, {"config": to_dict(cfg)}, allow=allow,
+                     resumable=[f"config.{k}" for k in RESUMABLE_FIELDS])
         arrays = rd.resume(like=_arrays(state))
         if arrays is not None:
             state = state.replace(**arrays)

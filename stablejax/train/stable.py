@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # TrainConfig fields that only steer the loop; a run may be resumed or continued with others.
 LOOP_FIELDS = ("n_epochs", "stable_epochs")
+# Fields a resume from a run directory may change when the caller names them (allow_changes).
+RESUMABLE_FIELDS = LOOP_FIELDS + ("optimizer.learning_rate",)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -327,7 +329,8 @@ def stop_reason(state: TrainState, cfg: TrainConfig) -> str | None:
 
 
 def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = None,
-          progress: ProgressFn | None = None) -> TrainState:
+          progress: ProgressFn | None = None, allow_changes: tuple[str, ...] = ()
+          ) -> TrainState:
     """Run StABlE training until ``cfg.n_epochs`` or the model is stable (see module doc).
 
     ``cfg`` is checked against the config the state was created with (only ``n_epochs`` and
@@ -337,16 +340,29 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = N
     (``run_dir/checkpoints``), the parameters at the end of every learning phase
     (``run_dir/end_of_cycle``), and ``run_dir/metrics.jsonl`` (one record per epoch: phase,
     unstable fraction, losses, learning rate, seconds). If ``run_dir`` holds a checkpoint, the
-    run resumes from it and continues identically.
+    run resumes from it and continues identically. The directory records the config it was made
+    with (``inputs.json``, see :mod:`stablejax.io.inputs`); resuming with another config is
+    refused, except for ``n_epochs``/``stable_epochs`` and the fields named in
+    ``allow_changes``.
 
     Args:
       progress: ``progress(done, total, info)``; called with the epoch count after each epoch
         (info: the epoch's record) and with simulated steps during an epoch
         (info['stage'] == 'simulate').
+      allow_changes: TrainConfig fields (dotted, from ``RESUMABLE_FIELDS``, e.g.
+        ``"optimizer.learning_rate"``) that may differ from the run directory's record.
+
+    Raises:
+      InputError: the run directory was made with another config (fields named).
     """
+    from stablejax.io.inputs import allow_paths, check_inputs
+
     check_config(state, cfg)  # before restoring: shapes must match the checkpoint
     rd = RunDir(run_dir) if run_dir is not None else None
     if rd is not None:
+        allow = allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS)
+        check_inputs(rd.path, {"config": to_dict(cfg)}, allow=allow,
+                     resumable=[f"config.{k}" for k in RESUMABLE_FIELDS])
         arrays = rd.resume(like=state.checkpoint_arrays())
         if arrays is not None:
             state = state.replace(**arrays)
