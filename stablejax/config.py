@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
+import warnings
 from typing import Any, Literal
 
 INTEGRATORS: tuple[str, ...] = ("nose_hoover", "langevin", "nve")  # MDConfig and the simulator
@@ -47,7 +49,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
 def check_types(obj: Any) -> None:
     """Raise ``ValueError("<Class>.<field> must be <type>, got <value>")`` for a field whose value
     does not fit its annotation (e.g. ``"four"`` or ``2.7`` for an int), before any rule is
-    evaluated."""
+    evaluated. Numbers must be finite (no NaN or inf), and a ``seed`` a non-negative integer."""
     for name, tp in typing.get_type_hints(type(obj)).items():
         if name.startswith("_") or name not in {f.name for f in dataclasses.fields(obj)}:
             continue
@@ -58,6 +60,10 @@ def check_types(obj: Any) -> None:
             else:
                 shown = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
             raise ValueError(f"{type(obj).__name__}.{name} must be {shown}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{type(obj).__name__}.{name} must be finite, got {value!r}")
+        if name == "seed" and isinstance(value, int) and not 0 <= value < 2**63:
+            raise ValueError(f"{type(obj).__name__}.seed must be in [0, 2**63), got {value!r}")
 
 
 def need(obj: Any, field: str, ok: bool, rule: str) -> None:
@@ -102,6 +108,13 @@ class MDConfig:
         need(self, "gamma_per_ps", self.gamma_per_ps > 0, "> 0")
         need(self, "nh_tau_steps", self.nh_tau_steps > 0, "> 0")
         need(self, "tolerance_angstrom", self.tolerance_angstrom > 0, "> 0")
+        if self.temperature_k > 10_000:
+            warnings.warn(f"MDConfig.temperature_k={self.temperature_k} is above 10,000 K: "
+                          "molecules dissociate; did you mean another unit?", stacklevel=3)
+        if self.dt_fs > 5:
+            warnings.warn(f"MDConfig.dt_fs={self.dt_fs} is above 5 fs: too long for molecules "
+                          "(bonds to hydrogen vibrate with a ~10 fs period; 0.5-1 fs is usual)",
+                          stacklevel=3)
         ratio = self.frame_interval_fs / self.dt_fs
         need(self, "frame_interval_fs", ratio >= 1 - 1e-9 and abs(ratio - round(ratio)) < 1e-9,
              f"a positive multiple of dt_fs={self.dt_fs}")
@@ -193,7 +206,8 @@ def replace(cfg: Any, overrides: dict, *, path: str | None = None) -> Any:
     changes = {}
     for key, value in overrides.items():
         if key not in known:
-            raise ValueError(f"{path}.{key} is not a field (fields: {', '.join(known)})")
+            shown = key if isinstance(key, str) and key.isidentifier() else repr(key)
+            raise ValueError(f"{path}.{shown} is not a field (fields: {', '.join(known)})")
         sub = _dataclass_of(types[key])
         current = getattr(cfg, key)
         if sub is not None and isinstance(value, dict):

@@ -53,3 +53,21 @@ def lj():
     from lj_fluid import make_lj
 
     return make_lj()
+
+
+try:  # the fuzz tests' profiles (hypothesis is in the dev extra)
+    from hypothesis import HealthCheck, settings
+except ImportError:
+    pass
+else:
+    # "ci" (default): derandomised, so every run draws the same examples; no example database.
+    settings.register_profile(
+        "ci", derandomize=True, max_examples=200, deadline=None, database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    # HYPOTHESIS_PROFILE=long: random draws, many more examples; failures are kept in
+    # .hypothesis/ and replayed first on the next run.
+    settings.register_profile(
+        "long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

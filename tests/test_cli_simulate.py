@@ -24,7 +24,7 @@ def _run(model_dir, data, out, *extra):
                  *extra])
 
 
-def test_simulate_extxyz(dirs, tmp_path):
+def test_simulate_extxyz(dirs, tmp_path, capsys):
     model_dir, data = dirs
     ds = load_dataset(data)
     out = tmp_path / "out"
@@ -56,13 +56,19 @@ def test_simulate_extxyz(dirs, tmp_path):
     assert summary["n_stable_whole_run"] == 3 - n_unstable
     if summary["n_stable_frames"]:
         assert summary["hr_mae"] >= 0 and summary["bond_length_distribution_mae"] >= 0
-    # Re-running into the same directory without --overwrite is refused.
-    assert _run(model_dir, data, out) == 1
+    record = json.loads((out / "inputs.json").read_text())
+    assert record["model"]["dir"] == str(model_dir.resolve())
+    assert record["settings"]["md"]["dt_fs"] == 0.5 and record["settings"]["n_replicas"] == 3
+    # The same command again returns the finished result; other settings need --overwrite.
+    assert _run(model_dir, data, out) == 0
+    assert "already holds this simulation (same settings)" in capsys.readouterr().out
+    assert _run(model_dir, data, out, "--format", "npz") == 1
+    assert '--format: "extxyz" -> "npz"' in capsys.readouterr().err
     assert _run(model_dir, data, out, "--overwrite", "--format", "npz") == 0
     with np.load(out / "trajectories.npz") as z:
         assert z["positions"].shape == (3, 4, ds.system.n_atoms, 3)
         np.testing.assert_allclose(z["time_ps"], [0.005, 0.01, 0.015, 0.02])
-    assert not list((out / "trajectories").glob("*.extxyz"))
+    assert not (out / "trajectories").exists() and not (out / "partial").exists()
 
 
 def test_errors(dirs, tmp_path, capsys):
@@ -83,18 +89,28 @@ def test_errors(dirs, tmp_path, capsys):
     assert "model.json" in capsys.readouterr().err
     assert _run(model_dir, tmp_path / "nodata", tmp_path / "d") == 1
     assert "not a data set directory" in capsys.readouterr().err
-    # A bad flag is rejected before anything in --out is touched (nothing there is lost).
+    # A bad flag or input is rejected before anything in --out is touched (nothing is lost).
     keep = tmp_path / "f"
     keep.mkdir()
     (keep / "summary.json").write_text("{}")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         _run(model_dir, data, keep, "--overwrite", "--gamma-per-ps", "-1")
-    assert "MDConfig.gamma_per_ps must be > 0" in " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --gamma-per-ps: MDConfig.gamma_per_ps must be > 0, got -1.0")
+    assert err.count("\n") == 1
+    assert _run(model_dir, tmp_path / "nodata", keep, "--overwrite") == 1
+    assert "not a data set directory" in capsys.readouterr().err
+    assert [p.name for p in keep.iterdir()] == ["summary.json"]
     assert (keep / "summary.json").read_text() == "{}"
+    # An output directory of unknown settings is not replaced without --overwrite.
+    assert _run(model_dir, data, keep) == 1
+    assert "inputs.json missing (settings unknown)" in capsys.readouterr().err
 
 
-def test_ctrl_c_keeps_what_was_simulated(dirs, tmp_path, monkeypatch):
-    """A Ctrl-C after the first chunk (of two) leaves its table, summary and npz on disk."""
+def test_ctrl_c_keeps_what_was_simulated(dirs, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C after the first chunk (of two) leaves its table, summary and npz in
+    ``--out/partial`` and says so; a Ctrl-C before any chunk says that nothing is kept."""
     import stablejax.cli.simulate as cli_simulate
 
     class InterruptingBar(cli_simulate.ProgressBar):
@@ -105,30 +121,59 @@ def test_ctrl_c_keeps_what_was_simulated(dirs, tmp_path, monkeypatch):
     model_dir, data = dirs
     out = tmp_path / "out"
     assert _run(model_dir, data, out, "--format", "npz") == 130
-    summary = json.loads((out / "summary.json").read_text())
+    assert ("interrupted: 1 of 2 chunks (0.01 ps per replica) are kept in "
+            f"{out / 'partial'}; run the same command to resume") in capsys.readouterr().err
+    part = out / "partial"
+    summary = json.loads((part / "summary.json").read_text())
     assert summary["interrupted"] and not summary["finished"]
     assert summary["simulated_ps"] == pytest.approx(0.01)  # one chunk: 2 frames x 5 fs
-    rows = list(csv.DictReader(open(out / "stability.csv")))
+    assert not (out / "summary.json").exists()
+    rows = list(csv.DictReader(open(part / "stability.csv")))
     assert len(rows) == 3
-    with np.load(out / "trajectories.npz") as z:
+    with np.load(part / "trajectories.npz") as z:
         assert z["positions"].shape[:2] == (3, 2)
         assert json.loads(str(z["metadata"]))["interrupted"]
         assert sum(int(r["n_frames"]) for r in rows) == int(z["valid"].sum())
 
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
 
-def test_evaluate_cli_uses_shared_md_flags(dirs, tmp_path, capsys):
-    """``stablejax evaluate`` takes the same simulation flags as ``simulate`` and applies them."""
+    monkeypatch.setattr(cli_simulate, "_simulate", interrupt)
+    assert _run(model_dir, data, tmp_path / "other") == 130
+    assert ("interrupted: no chunk had finished, so nothing simulated is kept"
+            in capsys.readouterr().err)
+
+
+def test_evaluate_cli_uses_shared_md_flags(dirs, tmp_path, monkeypatch, capsys):
+    """``stablejax evaluate`` takes the same simulation flags as ``simulate`` and applies them;
+    a Ctrl-C after its (only) chunk says the chunk is kept, and the same command finishes."""
+    import stablejax.cli.evaluate as cli_evaluate
+
     model_dir, data = dirs
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(model_dir), "--data", str(data), "--n-replicas", "2",
-                 "--time-ps", "0.01", "--dt-fs", "0.5", "--frame-interval-fs", "5",
-                 "--integrator", "nose_hoover", "--tolerance-angstrom", "0.4",
-                 "--out", str(out)]) == 0
+    argv = ["evaluate", "--model", str(model_dir), "--data", str(data), "--n-replicas", "2",
+            "--time-ps", "0.01", "--dt-fs", "0.5", "--frame-interval-fs", "5",
+            "--integrator", "nose_hoover", "--tolerance-angstrom", "0.4", "--out", str(out)]
+    Bar = cli_evaluate.ProgressBar
+
+    class InterruptingBar(Bar):
+        def __call__(self, done, total, info=None):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_evaluate, "ProgressBar", InterruptingBar)
+    assert main(argv) == 130
+    assert ("interrupted: 1 of 1 chunks (0.01 ps per replica) are kept in "
+            f"{out / 'partial'}; run the same command to resume") in capsys.readouterr().err
+    assert (out / "partial" / "checkpoints" / "1").is_dir()
+    assert not (out / "summary.json").exists()
+    monkeypatch.setattr(cli_evaluate, "ProgressBar", Bar)
+    assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_replicas"] == 2
+    assert summary["n_replicas"] == 2 and summary["window_ps"] == pytest.approx(0.01)
     assert summary["integrator"] == "nose_hoover"
     assert summary["tolerance_angstrom"] == pytest.approx(0.4)
     assert "written:" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["arrays.npz", "inputs.json", "summary.json"]
 
 
 def test_progress_bar_times_only_its_own_work():

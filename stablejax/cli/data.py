@@ -40,7 +40,13 @@ class InfoArgs:
     path: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PATH")]
     """Data set directory or frames file."""
     energy_unit: str | None = None
-    """Energy unit of an npz without unit metadata (e.g. kcal/mol for MD17)."""
+    """Energy unit of a frames file: of an npz without unit metadata (e.g. kcal/mol for MD17),
+    of an extxyz or other ASE file (default eV). Not for a data set directory."""
+    energy_key: str | None = None
+    """Key of the energies in a frames file, e.g. REF_energy (default: energy; npz: E, energies
+    or energy)."""
+    forces_key: str | None = None
+    """Key of the forces in a frames file, e.g. REF_forces (default: forces; npz: F or forces)."""
 
 
 def generate(argv: list[str]) -> int:
@@ -63,10 +69,8 @@ def info(argv: list[str]) -> int:
     from stablejax.data import dataset_info
 
     args = tyro.cli(InfoArgs, args=argv, prog="stablejax data info")
-    kwargs = {}
-    if args.energy_unit and not args.path.is_dir():
-        kwargs["energy_unit"] = args.energy_unit
-    out = dataset_info(args.path, **kwargs)
+    out = dataset_info(args.path, energy_unit=args.energy_unit, energy_key=args.energy_key,
+                       forces_key=args.forces_key)
     json.dump(out, sys.stdout, indent=1)
     print()
     return 0

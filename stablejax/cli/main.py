@@ -18,6 +18,20 @@ COMMANDS = {
     "report": "report",
 }
 
+# command -> what an interrupt leaves on disk, for commands that do not say it themselves
+# (``simulate`` and ``evaluate`` raise ``KeyboardInterrupt(note)`` with what they kept).
+ON_INTERRUPT = {
+    "data": "`data generate` keeps the chunks of reference MD it finished; run the same command "
+            "to resume (`data info` writes nothing)",
+    "pretrain": "the run directory keeps the checkpoint of the last finished epoch (none if no "
+                "epoch finished); run the same command to resume from it",
+    "train": "the run directory keeps the checkpoint of the last finished epoch (none if no "
+             "epoch finished); run the same command to resume from it",
+    "report": "the report may be incomplete; run the same command again",
+    "simulate": "nothing was written (interrupted before the output directory was opened)",
+    "evaluate": "nothing was written (interrupted before the output directory was opened)",
+}
+
 USAGE = """usage: python -m stablejax COMMAND [options]
 
 commands:
@@ -56,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"stablejax.cli.{COMMANDS[cmd]}")
     try:
         return int(module.main(argv[1:]) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: finished work is kept on disk; run the same command to resume",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        note = str(e.args[0]) if e.args else ON_INTERRUPT.get(cmd, "nothing was kept")
+        print(f"interrupted: {note}", file=sys.stderr)
         return 130

@@ -1,13 +1,27 @@
 """``python -m stablejax simulate --checkpoint MODEL_DIR --n-replicas 128 --time-ps 10``
 
-Batched replica MD of a model from evenly spread test structures, streamed to ``--out``:
-``trajectories/replica_0000.extxyz ...`` (one file per replica, finite frames appended per chunk;
-``--format npz``: ``trajectories.npz`` with positions [replicas, frames, atoms, 3] at the end),
-``stability.csv`` (replica, first_unstable_time_ps (empty if stable), stable_whole_run, n_frames,
-max_bond_deviation_angstrom, start_test_frame) and ``summary.json`` (h(r) MAE, MDsim convention,
-and bond-length distribution MAE of the stable frames against the reference trajectory;
-stability times; counts). Table and summary are rewritten after every chunk; on Ctrl-C they
-(and the npz) are written for what was simulated so far, then the interrupt propagates.
+Batched replica MD of a model from evenly spread test structures. The finished result in
+``--out`` (default ``<checkpoint>/simulate``)::
+
+    inputs.json     the settings, model (absolute path, parameter digest), data set identity
+    stability.csv   replica, first_unstable_time_ps (empty if stable), stable_whole_run,
+                    n_frames, max_bond_deviation_angstrom, start_test_frame
+    trajectories/replica_0000.extxyz ...   finite frames of each replica (``--format extxyz``)
+    trajectories.npz                       positions [replicas, frames, atoms, 3], ... (``npz``)
+    summary.json    h(r) MAE (MDsim convention) and bond-length distribution MAE of the stable
+                    frames against the reference trajectory, stability times, counts; written
+                    last, its presence marks a finished result
+
+A run builds its result in ``--out/partial/`` (the same files, with ``finished: false`` in the
+summary, rewritten after every chunk) and keeps there, after every chunk,
+``checkpoints/<chunks done>/`` (orbax: the replica state with positions, momenta, thermostat
+state and keys, the running sums, the extxyz file sizes) and, for ``npz``, the chunk's frames
+``frames/chunk_00000.npz ...``. Run after an interrupt or a kill, the same command resumes after
+the last finished chunk (extxyz files are cut back to that chunk) and gives the same result as
+an uninterrupted run, bit for bit. On Ctrl-C the table, summary (``interrupted: true``) and npz
+in ``partial/`` are written for what was simulated, and the command says how many chunks are
+kept. The finished result replaces the old one in ``--out`` only once it is complete (see
+:func:`stablejax.cli.evaluate.open_out` and ``promote``).
 """
 
 from __future__ import annotations
@@ -17,18 +31,33 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from stablejax.cli.evaluate import parse
+from stablejax.cli.evaluate import (
+    CHECKPOINTS,
+    INPUTS,
+    PARTIAL,
+    SUMMARY,
+    inputs_record,
+    kept_note,
+    load_inputs,
+    open_out,
+    parse,
+    promote,
+)
 from stablejax.cli.progress import ProgressBar
 from stablejax.config import HRConfig, MDConfig, check_types, need
+from stablejax.errors import InputError
 from stablejax.evaluate.stability_run import EVAL_MD
 
-_OUTPUTS = ("stability.csv", "summary.json", "trajectories.npz", "trajectories")
+TABLE = "stability.csv"
+TRAJ = {"extxyz": "trajectories", "npz": "trajectories.npz"}
+_KEYS = ("positions", "valid", "unstable", "metric", "step")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,14 +76,14 @@ class SimulateArgs:
     data: Path | None = None
     """Data set directory (default: the one recorded with the model)."""
     frames_per_chunk: int = 10
-    """Frames per compiled chunk (files are flushed after every chunk)."""
+    """Frames per compiled chunk (files are flushed and a resume point kept after every chunk)."""
     stop_fraction: float = 1.0
     """Stop early once this fraction of the replicas is unstable."""
     format: Literal["extxyz", "npz"] = "extxyz"
     out: Path | None = None
     """Output directory (default: <checkpoint>/simulate)."""
     overwrite: bool = False
-    """Replace the outputs of an earlier run in --out."""
+    """Replace a finished result (or discard an unfinished run) made with other settings."""
 
     def __post_init__(self):
         check_types(self)
@@ -67,16 +96,13 @@ class SimulateArgs:
     def n_frames(self) -> int:
         return math.ceil(self.time_ps * 1000.0 / self.md.frame_interval_fs - 1e-9)
 
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    existing = [out / n for n in _OUTPUTS if (out / n).exists()]
-    if existing and not overwrite:
-        raise ValueError(f"{out} already holds simulation outputs ({existing[0].name}); "
-                         "pass --overwrite or another --out")
-    for p in existing:
-        for f in (p.glob("replica_*.extxyz") if p.is_dir() else [p]):
-            f.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    @property
+    def chunks(self) -> tuple[int, int]:
+        """(frames per chunk, chunks): the largest chunk of at most ``frames_per_chunk`` frames
+        that divides the run."""
+        n = self.n_frames
+        fpc = max(d for d in range(1, min(self.frames_per_chunk, n) + 1) if n % d == 0)
+        return fpc, n // fpc
 
 
 def _append_extxyz(traj_dir: Path, numbers, host: dict, dt_fs: float) -> None:
@@ -97,49 +123,68 @@ def _append_extxyz(traj_dir: Path, numbers, host: dict, dt_fs: float) -> None:
                 ase.io.write(f, images, format="extxyz")
 
 
-def main(argv: list[str]) -> int:
-    args = parse(SimulateArgs, argv, "stablejax simulate")
-    md = args.md
-    n_dump, n_frames_total = md.n_dump, args.n_frames
-    if not args.checkpoint.is_dir():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such model directory")
+def _extxyz_sizes(traj_dir: Path, n_rep: int) -> list[int]:
+    return [(traj_dir / f"replica_{i:04d}.extxyz").stat().st_size
+            if (traj_dir / f"replica_{i:04d}.extxyz").exists() else 0 for i in range(n_rep)]
+
+
+def _cut_extxyz(traj_dir: Path, sizes: list[int]) -> None:
+    """Cut each replica file back to its size at the checkpoint (frames of a chunk whose
+    checkpoint was never written are dropped)."""
+    for i, size in enumerate(sizes):
+        path = traj_dir / f"replica_{i:04d}.extxyz"
+        if path.exists() and path.stat().st_size >= size:
+            os.truncate(path, size)
+        elif size:
+            raise InputError(f"{path}: shorter than its checkpoint says ({size} bytes), so the "
+                             f"unfinished run cannot be resumed; delete {traj_dir.parent} to "
+                             "start it over")
+
+
+def _simulate(args: SimulateArgs, model, params, ds, part: Path) -> None:
+    """Run (or resume) the simulation in ``part``, leaving its complete result there."""
     import jax
     import jax.numpy as jnp
 
-    from stablejax.cli.evaluate import find_data
-    from stablejax.data import load_dataset
     from stablejax.evaluate.stability_run import spread_indices
-    from stablejax.evaluate.stream import make_stream, run_stream
+    from stablejax.evaluate.stream import (
+        load_stream_checkpoint,
+        make_stream,
+        run_stream,
+        save_stream_checkpoint,
+    )
     from stablejax.io.npz import save_arrays
     from stablejax.io.run_dir import write_json
     from stablejax.simulate.build import make_simulator_for
-    from stablejax.pipeline import load_model_dir
 
-    spec, model, params = load_model_dir(args.checkpoint)
-    ds = load_dataset(args.data or find_data(args.checkpoint))
-    system = ds.system
-    if tuple(int(z) for z in spec.atomic_numbers) != tuple(int(z) for z in system.atomic_numbers):
-        raise ValueError(f"the model in {args.checkpoint} is for other atoms than the data set "
-                         f"{ds.path} ({len(spec.atomic_numbers)} vs {system.n_atoms} atoms)")
-    out = args.out or args.checkpoint / "simulate"
-    _prepare_out(out, args.overwrite)
-    fpc = max(d for d in range(1, min(args.frames_per_chunk, n_frames_total) + 1)
-              if n_frames_total % d == 0)
+    md, n_rep, system = args.md, args.n_replicas, ds.system
+    fpc, n_chunks = args.chunks
     sim = make_simulator_for(model, system, md, frames_per_chunk=fpc)
     dtype = jax.tree.leaves(params)[0].dtype
-    start = spread_indices(ds.test.n_frames, args.n_replicas)
+    start = spread_indices(ds.test.n_frames, n_rep)
     state = sim.init(params, jnp.asarray(ds.test.positions[start], dtype),
                      jax.random.PRNGKey(args.seed))
-    n_rep, total_ps = args.n_replicas, n_frames_total * n_dump * md.dt_fs / 1000
     stream = make_stream(system, ds.reference.positions, n_replicas=n_rep, dt_fs=md.dt_fs,
                          hr=args.hr)
-    latest = {"state": state, "acc": stream.init()}  # the last committed chunk
-    npz_chunks, traj_dir, t0 = [], out / "trajectories", time.perf_counter()
+    traj_dir, frames_dir, ckpt = part / "trajectories", part / "frames", part / CHECKPOINTS
+    found = load_stream_checkpoint(ckpt, state)
+    resume, extra = found if found is not None else (None, {})
+    if resume is None:  # a fresh start: drop frames of a first chunk that never finished
+        for d in (traj_dir, frames_dir):
+            shutil.rmtree(d, ignore_errors=True)
+    elif args.format == "extxyz":
+        _cut_extxyz(traj_dir, extra["extxyz_bytes"])
+    (traj_dir if args.format == "extxyz" else frames_dir).mkdir(exist_ok=True)
+    latest = {"state": state, "acc": stream.init(), "chunks": 0}  # after the last commit
+    if resume is not None:
+        latest.update(state=resume.state, acc=resume.acc, chunks=resume.chunks_done)
+    total_ps = n_chunks * fpc * md.frame_interval_fs / 1000
+    wall0, t0 = float(extra.get("wall_s", 0.0)), time.perf_counter()
 
     def write_results(finished: bool, interrupted: bool = False, stopped: bool = False) -> None:
         st, acc = latest["state"], latest["acc"]
-        fus, steps_done = acc.first_unstable_step, acc.steps_done
-        with open(out / "stability.csv.tmp", "w", newline="") as f:
+        fus = acc.first_unstable_step
+        with open(part / (TABLE + ".tmp"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["replica", "first_unstable_time_ps", "stable_whole_run", "n_frames",
                         "max_bond_deviation_angstrom", "start_test_frame"])
@@ -147,10 +192,10 @@ def main(argv: list[str]) -> int:
                 t = "" if fus[i] < 0 else f"{fus[i] * md.dt_fs / 1000:.6g}"
                 w.writerow([i, t, bool(fus[i] < 0), int(acc.n_frames[i]),
                             f"{acc.max_deviation[i]:.6g}", int(start[i])])
-        os.replace(out / "stability.csv.tmp", out / "stability.csv")
+        os.replace(part / (TABLE + ".tmp"), part / TABLE)
         m = stream.finalize(acc)
         summary = {
-            "model_dir": str(args.checkpoint), "data_dir": str(ds.path),
+            "model_dir": str(args.checkpoint.resolve()), "data_dir": str(Path(ds.path).resolve()),
             "integrator": md.integrator, "temperature_k": md.temperature_k,
             "dt_fs": md.dt_fs, "tolerance_angstrom": md.tolerance_angstrom,
             "frame_interval_fs": md.frame_interval_fs, "seed": args.seed,
@@ -158,47 +203,75 @@ def main(argv: list[str]) -> int:
             "finished": finished, "interrupted": interrupted, "stopped_early": stopped,
             "n_unstable": int((fus >= 0).sum()), "n_stable_whole_run": int(np.sum(m.censored)),
             "n_frozen": int(np.sum(np.asarray(st.frozen))),
-            "stability_time_ps_median": float(np.median(m.times_ps)) if steps_done else None,
-            "stability_time_ps_mean": float(np.mean(m.times_ps)) if steps_done else None,
+            "stability_time_ps_median": float(np.median(m.times_ps)) if acc.steps_done else None,
+            "stability_time_ps_mean": float(np.mean(m.times_ps)) if acc.steps_done else None,
             "n_stable_frames": m.n_stable_frames, "hr_mae": m.hr_mae,
             "hr_mean_abs_error": m.hr_mean_abs_error,
             "bond_length_distribution_mae": m.bond_length_distribution_mae,
-            "wall_s": time.perf_counter() - t0,
+            "wall_s": wall0 + time.perf_counter() - t0,
         }
-        write_json(out / "summary.json", summary)
-        if args.format == "npz" and (finished or interrupted) and npz_chunks:
-            cat = {k: np.concatenate([c[k] for c in npz_chunks], axis=1) for k in npz_chunks[0]}
-            save_arrays(out / "trajectories.npz", **cat, z=np.asarray(system.atomic_numbers),
+        if args.format == "npz" and (finished or interrupted) and latest["chunks"]:
+            chunks = []
+            for c in range(latest["chunks"]):
+                with np.load(frames_dir / f"chunk_{c:05d}.npz") as z:
+                    chunks.append({k: z[k] for k in _KEYS})
+            cat = {k: np.concatenate([c[k] for c in chunks], axis=1) for k in _KEYS}
+            save_arrays(part / TRAJ["npz"], **cat, z=np.asarray(system.atomic_numbers),
                         time_ps=cat["step"][0] * md.dt_fs / 1000,
                         metadata=np.array(json.dumps(summary)))
+        write_json(part / SUMMARY, summary)
 
     numbers = np.asarray(system.atomic_numbers)
-    if args.format == "extxyz":
-        traj_dir.mkdir(exist_ok=True)  # emptied by _prepare_out
+    done_ps = latest["chunks"] * fpc * md.frame_interval_fs / 1000
     print(f"simulating {n_rep} replicas x {total_ps:g} ps ({sim.settings.steps_per_chunk} steps "
-          f"per chunk) -> {out}")
-    stopped = False
+          f"per chunk)" + (f", resuming at {done_ps:g} ps" if resume else "") + f" -> {part}")
     try:
         with ProgressBar("[simulate] ps", unit="ps", postfix_keys=("n_unstable",)) as bar:
 
             def on_chunk(c) -> None:  # the chunk is reduced; the next one is already running
-                latest.update(state=c.state, acc=c.acc)
-                host = {k: np.asarray(getattr(c.traj, k))
-                        for k in ("positions", "valid", "unstable", "metric", "step")}
+                host = {k: np.asarray(getattr(c.traj, k)) for k in _KEYS}
                 if args.format == "npz":
-                    npz_chunks.append(host)
+                    save_arrays(frames_dir / f"chunk_{c.index:05d}.npz", **host)
                 else:
                     _append_extxyz(traj_dir, numbers, host, md.dt_fs)
+                save_stream_checkpoint(ckpt, c, {  # the commit point of the chunk
+                    "extxyz_bytes": _extxyz_sizes(traj_dir, n_rep),
+                    "wall_s": wall0 + time.perf_counter() - t0})
+                latest.update(state=c.state, acc=c.acc, chunks=c.index + 1)
                 write_results(finished=False)
                 bar(round(c.acc.steps_done * md.dt_fs / 1000, 6), total_ps,
                     {"n_unstable": c.n_unstable})
 
-            _, _, stopped = run_stream(sim, params, state, stream, n_chunks=n_frames_total // fpc,
-                                       stop_fraction=args.stop_fraction, on_chunk=on_chunk)
+            _, _, stopped = run_stream(sim, params, state, stream, n_chunks=n_chunks,
+                                       stop_fraction=args.stop_fraction, on_chunk=on_chunk,
+                                       resume=resume)
     except KeyboardInterrupt:
         write_results(finished=False, interrupted=True)
         raise
     write_results(finished=True, stopped=stopped)
-    print((out / "summary.json").read_text())
+
+
+def main(argv: list[str]) -> int:
+    args = parse(SimulateArgs, argv, "stablejax simulate")
+    model, params, ds = load_inputs(args.checkpoint, args.data, "--checkpoint")
+    out = args.out or args.checkpoint / "simulate"
+    settings = {k: v for k, v in dataclasses.asdict(args).items()
+                if k not in ("checkpoint", "data", "out", "overwrite")}
+    record = inputs_record("simulate", settings, args.checkpoint, params, ds)
+    status = open_out(out, record, (SUMMARY, INPUTS, TABLE, *TRAJ.values()), args.overwrite)
+    if status == "finished":
+        print((out / SUMMARY).read_text())
+        print(f"{out} already holds this simulation (same settings): nothing to do")
+        return 0
+    fpc, n_chunks = args.chunks
+    try:
+        if status != "complete":
+            _simulate(args, model, params, ds, out / PARTIAL)
+        promote(out, (TABLE, TRAJ[args.format]),
+                tuple(v for k, v in TRAJ.items() if k != args.format))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(kept_note(out, n_chunks, fpc * args.md.frame_interval_fs / 1000)
+                                ) from None
+    print((out / SUMMARY).read_text())
     print(f"written: {out}")
     return 0

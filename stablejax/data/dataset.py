@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from stablejax.data.frames import Frames
-from stablejax.data.systems import System
+from stablejax.data.systems import System, as_positive_float, read_json
+from stablejax.errors import InputError
 
 # io/ sits above data/ (its readers build ``Frames``): data imports io only inside functions.
 
@@ -32,43 +34,72 @@ class Dataset(NamedTuple):
     path: Path
 
 
+SPLITS = ("train", "val", "test", "reference")
+
+
 def load_dataset(path: str | Path) -> Dataset:
     """Load a data set directory written by :func:`stablejax.data.generate.generate_dataset`.
 
     Raises:
       FileNotFoundError: naming the missing file (an unfinished generation has no
         ``complete.json``: run the generator again to resume it).
+      InputError: naming the file and the problem: an unreadable or invalid file (see
+        :func:`stablejax.io.npz.read_npz` and :meth:`System.load`), a split of other atoms
+        than ``system.json``, an unlabelled train/val/test split, a reference trajectory
+        without a valid ``frame_interval_fs`` in its metadata.
     """
     from stablejax.io.npz import read_metadata, read_npz
 
     path = Path(path)
-    if not path.is_dir():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: not a data set directory")
-    for name in ("system.json", "train.npz", "val.npz", "test.npz", "reference.npz"):
+    if not path.is_dir():
+        raise InputError(f"{path}: a file, not a data set directory")
+    for name in ("system.json", *(f"{k}.npz" for k in SPLITS)):
         if not (path / name).exists():
             hint = "" if (path / "complete.json").exists() else (
                 " (generation unfinished: run `python -m stablejax data generate` again to resume)"
             )
             raise FileNotFoundError(f"{path}: missing {name}{hint}")
-    meta = read_metadata(path / "reference.npz")
-    return Dataset(
-        system=System.load(path / "system.json"),
-        train=read_npz(path / "train.npz"),
-        val=read_npz(path / "val.npz"),
-        test=read_npz(path / "test.npz"),
-        reference=read_npz(path / "reference.npz"),
-        reference_interval_fs=float(meta.get("frame_interval_fs", float("nan"))),
-        path=path,
-    )
+    system = System.load(path / "system.json")
+    frames = {k: read_npz(path / f"{k}.npz") for k in SPLITS}
+    for k, f in frames.items():
+        if not np.array_equal(f.atomic_numbers, system.atomic_numbers):
+            raise InputError(
+                f"{path / f'{k}.npz'}: atomic numbers {f.atomic_numbers.tolist()} differ from "
+                f"those of system.json {system.atomic_numbers.tolist()}"
+            )
+        if k != "reference" and not f.has_labels:
+            raise InputError(f"{path / f'{k}.npz'}: no energies and forces; the train, val and "
+                             "test splits must be labelled")
+    ref_path = path / "reference.npz"
+    raw = read_metadata(ref_path).get("frame_interval_fs")
+    interval = as_positive_float(raw)
+    if interval is None:
+        raise InputError(f"{ref_path}: metadata frame_interval_fs (time between reference "
+                         f"frames, fs) must be a finite number > 0, got {raw!r:.60}")
+    return Dataset(system=system, **frames, reference_interval_fs=interval, path=path)
 
 
 def dataset_info(path: str | Path, **read_kwargs) -> dict:
-    """Summary of a data set directory or a single frames file (for ``stablejax data info``);
-    ``read_kwargs`` go to the file reader (e.g. ``energy_unit='kcal/mol'`` for MD17 npz)."""
+    """Summary of a data set directory or a single frames file (for ``stablejax data info``).
+
+    ``read_kwargs`` go to the file reader (:func:`stablejax.io.read_frames`: ``energy_unit``,
+    ``length_unit``, ``energy_key``, ``forces_key``); they do not apply to a data set
+    directory, stored in eV / Angstrom with its keys.
+
+    Raises:
+      FileNotFoundError, InputError: as :func:`load_dataset` or the file reader; reader
+        options given for a data set directory.
+    """
     from stablejax.io.ase_io import read_frames
 
     path = Path(path)
     if path.is_dir():
+        given = sorted(k for k, v in read_kwargs.items() if v is not None)
+        if given:
+            raise InputError(f"{path}: the reader options {given} are for a frames file, not a "
+                             "data set directory (stored in eV / Angstrom with known keys)")
         ds = load_dataset(path)
         out = {
             "path": str(path),
@@ -77,12 +108,12 @@ def dataset_info(path: str | Path, **read_kwargs) -> dict:
             "n_bonds": int(len(ds.system.bonds)),
             "temperature_k": ds.system.temperature_k,
             "timestep_fs": ds.system.timestep_fs,
-            "frames": {k: getattr(ds, k).n_frames for k in ("train", "val", "test", "reference")},
+            "frames": {k: getattr(ds, k).n_frames for k in SPLITS},
             "reference_interval_fs": ds.reference_interval_fs,
         }
         for k in ("settings.json", "complete.json"):
             if (path / k).exists():
-                out[k.removesuffix(".json")] = json.loads((path / k).read_text())
+                out[k.removesuffix(".json")] = read_json(path / k)
         out.update(_label_stats(ds.train))
         return out
     frames = read_frames(path, **read_kwargs)
@@ -99,8 +130,6 @@ def _formula(frames: Frames) -> str:
 def _label_stats(frames: Frames) -> dict:
     if not frames.has_labels:
         return {"labels": False}
-    import numpy as np
-
     return {
         "labels": True,
         "energy_mean_ev": float(frames.energies.mean()),

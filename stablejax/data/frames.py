@@ -13,6 +13,8 @@ import numpy as np
 from ase.data import chemical_symbols
 from flax import struct
 
+from stablejax.errors import InputError
+
 
 @struct.dataclass
 class Frames:
@@ -82,71 +84,117 @@ def make_frames(
     """Build a validated :class:`Frames`; ``source`` names the file or origin in error messages.
 
     Raises:
-      ValueError: on a shape mismatch, non-finite values or an unknown element, naming
-        ``source`` and the offending key.
+      InputError: on a shape mismatch, a non-numeric or non-finite value, or an atomic number
+        outside 1..118, naming ``source``, the array and (for values) the first bad frame.
     """
-    R = np.asarray(positions, dtype=np.float64)
+    R = as_real(positions, "positions", source)
     if R.ndim == 2:
         R = R[None]
     if R.ndim != 3 or R.shape[-1] != 3:
-        raise ValueError(f"{source}: positions must have shape [frames, atoms, 3], got {R.shape}")
+        raise InputError(f"{source}: positions must have shape [frames, atoms, 3], got {R.shape}")
     n_frames, n_atoms, _ = R.shape
     if n_frames == 0 or n_atoms == 0:
-        raise ValueError(f"{source}: no frames or no atoms (positions shape {R.shape})")
-    z = np.asarray(atomic_numbers)
-    if z.ndim == 2:  # some files store z per frame; it must not change
-        if not (z == z[:1]).all():
-            raise ValueError(f"{source}: atomic numbers change between frames; one system per file")
-        z = z[0]
-    if z.shape != (n_atoms,):
-        raise ValueError(
-            f"{source}: atomic numbers have shape {z.shape} but positions have {n_atoms} atoms"
-        )
-    if not np.issubdtype(z.dtype, np.integer):
-        if not np.all(np.equal(np.mod(z, 1), 0)):
-            raise ValueError(f"{source}: atomic numbers must be integers, got {z[:5]}...")
-    z = z.astype(np.int32)
-    bad = [int(v) for v in z if v < 1 or v >= len(chemical_symbols)]
-    if bad:
-        raise ValueError(f"{source}: unknown element(s) with atomic number {sorted(set(bad))}")
-    _check_finite(R, "positions", source)
+        raise InputError(f"{source}: no frames or no atoms (positions shape {R.shape})")
+    z = _atomic_numbers(atomic_numbers, n_atoms, source)
+    check_finite(R, "positions", source)
 
     E = None
     if energies is not None:
-        E = np.asarray(energies, dtype=np.float64).reshape(-1)
-        if E.shape != (n_frames,):
-            raise ValueError(
-                f"{source}: energies have {E.shape[0]} values but there are {n_frames} frames"
+        E = as_real(energies, "energies", source)
+        if E.size != n_frames:
+            raise InputError(
+                f"{source}: energies have {E.size} values but there are {n_frames} frames"
             )
-        _check_finite(E, "energies", source)
+        if E.ndim > 1 and E.shape != (n_frames, 1):
+            raise InputError(
+                f"{source}: energies have shape {E.shape}; expected [frames] or [frames, 1]"
+            )
+        E = E.reshape(-1)
+        check_finite(E, "energies", source)
     F = None
     if forces is not None:
-        F = np.asarray(forces, dtype=np.float64)
+        F = as_real(forces, "forces", source)
         if F.shape != R.shape:
-            raise ValueError(f"{source}: forces have shape {F.shape}, positions {R.shape}")
-        _check_finite(F, "forces", source)
+            raise InputError(f"{source}: forces have shape {F.shape}, positions {R.shape}")
+        check_finite(F, "forces", source)
     C = None
     if cell is not None:
-        C = np.asarray(cell, dtype=np.float64)
+        C = as_real(cell, "cell", source)
         if C.shape not in ((3, 3), (n_frames, 3, 3)):
-            raise ValueError(f"{source}: cell must be [3, 3] or [frames, 3, 3], got {C.shape}")
-        _check_finite(C, "cell", source)
+            raise InputError(f"{source}: cell must be [3, 3] or [frames, 3, 3], got {C.shape}")
+        check_finite(C, "cell", source, per_frame=C.ndim == 3)
         if C.ndim == 3 and np.allclose(C, C[:1]):
             C = C[0]
-    pbc = tuple(bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)))
+    pbc = _pbc(pbc, source)
     if any(pbc) and C is None:
-        raise ValueError(f"{source}: periodic boundary conditions {pbc} need a cell")
+        raise InputError(f"{source}: periodic boundary conditions {pbc} need a cell")
     return Frames(positions=R, atomic_numbers=z, energies=E, forces=F, cell=C, pbc=pbc)
 
 
-def _check_finite(x: np.ndarray, key: str, source: str) -> None:
-    ok = np.isfinite(x)
-    if not ok.all():
-        idx = np.argwhere(~ok)[0]
-        raise ValueError(
-            f"{source}: {key} contain {int((~ok).sum())} non-finite value(s) (NaN/inf), "
-            f"first at index {tuple(int(i) for i in idx)}"
+def as_real(x, key: str, source: str) -> np.ndarray:
+    """``x`` as a float64 array, if it holds real numbers (int or float; not bool, complex,
+    strings or objects); values beyond float64's range become inf (caught by
+    :func:`check_finite`).
+
+    Raises:
+      InputError: naming ``source``, ``key`` and the dtype.
+    """
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InputError(f"{source}: {key} is not a numeric array ({e})") from None
+    if a.dtype.kind not in "iuf":
+        raise InputError(f"{source}: {key} must hold real numbers, got dtype {a.dtype}")
+    with np.errstate(over="ignore"):
+        return a.astype(np.float64)
+
+
+def _atomic_numbers(atomic_numbers, n_atoms: int, source: str) -> np.ndarray:
+    z = np.asarray(atomic_numbers)
+    if z.dtype.kind not in "iuf":
+        raise InputError(f"{source}: atomic numbers must be integers, got dtype {z.dtype}")
+    if z.ndim == 2 and z.shape[0] > 0:  # some files store z per frame; it must not change
+        if not (z == z[:1]).all():
+            raise InputError(
+                f"{source}: atomic numbers change between frames; one system per file"
+            )
+        z = z[0]
+    if z.shape != (n_atoms,):
+        raise InputError(
+            f"{source}: atomic numbers have shape {z.shape} but positions have {n_atoms} atoms"
         )
+    n_elements = len(chemical_symbols) - 1
+    with np.errstate(invalid="ignore"):
+        bad = ~((z >= 1) & (z <= n_elements) & (np.mod(z, 1) == 0))
+    if bad.any():
+        values = sorted({float(v) if z.dtype.kind == "f" else int(v) for v in z[bad]})[:5]
+        raise InputError(
+            f"{source}: atomic numbers must be integers in 1..{n_elements}, got {values}"
+        )
+    return z.astype(np.int32)
+
+
+def _pbc(pbc, source: str) -> tuple[bool, bool, bool]:
+    p = np.asarray(pbc)
+    if p.shape not in ((), (1,), (3,)) or p.dtype.kind not in "biu" or not np.isin(p, (0, 1)).all():
+        raise InputError(
+            f"{source}: pbc must be one or three booleans, got {p.tolist()!r:.60} "
+            f"(dtype {p.dtype}, shape {p.shape})"
+        )
+    return tuple(bool(v) for v in np.broadcast_to(p.astype(bool).reshape(-1), (3,)))
+
+
+def check_finite(x: np.ndarray, key: str, source: str, *, per_frame: bool = True) -> None:
+    """Raise :class:`InputError` naming ``source``, ``key`` and the first NaN or inf (with its
+    frame, the leading index, when ``per_frame``)."""
+    ok = np.isfinite(x)
+    if ok.all():
+        return
+    idx = tuple(int(i) for i in np.argwhere(~ok)[0])
+    where = f"first at index {idx}" + (f" (frame {idx[0]})" if per_frame and idx else "")
+    raise InputError(
+        f"{source}: {key} contain {int((~ok).sum())} non-finite value(s) (NaN/inf), {where}"
+    )
 
 
 def concatenate(frames: list[Frames]) -> Frames:

@@ -8,8 +8,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from stablejax.data.topology import bond_lengths, bonds_from_structure
+from stablejax.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,29 +94,120 @@ class System:
 
     @classmethod
     def from_json(cls, d: dict, *, source: str = "system.json") -> "System":
-        try:
-            return cls(
-                name=d["name"],
-                smiles=d.get("smiles", ""),
-                temperature_k=float(d["temperature_k"]),
-                timestep_fs=float(d["timestep_fs"]),
-                atomic_numbers=np.asarray(d["atomic_numbers"], dtype=np.int32),
-                equilibrium_positions=np.asarray(d["equilibrium_positions_angstrom"], float),
-                bonds=np.asarray(d["bonds"], dtype=np.int32).reshape(-1, 2),
-                reference_bond_lengths=np.asarray(d["reference_bond_lengths_angstrom"], float),
-            )
-        except KeyError as e:
-            raise ValueError(f"{source}: missing key {e.args[0]!r}") from None
+        """Build from :meth:`to_json`'s dict.
+
+        Raises:
+          InputError: a missing field or an invalid value, naming ``source``, the field, the
+            value and the rule.
+        """
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: must be a JSON object, got {type(d).__name__}")
+        missing = [k for k in _FIELDS if k not in d]
+        if missing:
+            raise InputError(f"{source}: missing key {missing[0]!r}")
+        for key in ("name", "smiles"):
+            if not isinstance(d.get(key, ""), str):
+                raise InputError(f"{source}: {key} must be a string, got {d[key]!r:.60}")
+        z = _array(d, "atomic_numbers", "iu", source)
+        n_elements = len(chemical_symbols) - 1
+        if z.ndim != 1 or z.size == 0 or not ((z >= 1) & (z <= n_elements)).all():
+            raise InputError(f"{source}: atomic_numbers must be a non-empty list of integers in "
+                             f"1..{n_elements}, got {z.tolist()!r:.80}")
+        eq = _array(d, "equilibrium_positions_angstrom", "iuf", source, shape=(len(z), 3))
+        bonds = _array(d, "bonds", "iu", source)
+        if bonds.size == 0:
+            bonds = bonds.reshape(0, 2)
+        if bonds.ndim != 2 or bonds.shape[1] != 2 or not ((bonds >= 0) & (bonds < len(z))).all():
+            raise InputError(f"{source}: bonds must be pairs of atom indices in 0..{len(z) - 1}, "
+                             f"got {bonds.tolist()!r:.80}")
+        ref = _array(d, "reference_bond_lengths_angstrom", "iuf", source, shape=(len(bonds),))
+        return cls(
+            name=d["name"],
+            smiles=d.get("smiles", ""),
+            temperature_k=_positive(d, "temperature_k", source),
+            timestep_fs=_positive(d, "timestep_fs", source),
+            atomic_numbers=z.astype(np.int32),
+            equilibrium_positions=eq.astype(np.float64),
+            bonds=bonds.astype(np.int32),
+            reference_bond_lengths=ref.astype(np.float64),
+        )
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "System":
+        """Read a ``system.json`` written by :meth:`save`.
+
+        Raises:
+          FileNotFoundError: no file at ``path``.
+          InputError: invalid JSON (with its line and column) or an invalid field.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such system file")
-        return cls.from_json(json.loads(path.read_text()), source=str(path))
+        return cls.from_json(read_json(path), source=str(path))
+
+
+_FIELDS = ("name", "temperature_k", "timestep_fs", "atomic_numbers",
+           "equilibrium_positions_angstrom", "bonds", "reference_bond_lengths_angstrom")
+
+
+def read_json(path: Path):
+    """Parse a JSON file.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      InputError: naming the file and, for a syntax error, JSON's line and column.
+    """
+    try:
+        return json.loads(Path(path).read_bytes())
+    except json.JSONDecodeError as e:
+        msg = f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+    except UnicodeDecodeError as e:
+        msg = f"not UTF-8 text ({e.reason} at byte {e.start})"
+    except RecursionError:
+        msg = "JSON nested too deeply"
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        msg = f"cannot be read ({e.strerror})"
+    raise InputError(f"{path}: {msg}")
+
+
+def _array(d: dict, key: str, kinds: str, source: str, shape=None) -> np.ndarray:
+    try:
+        a = np.asarray(d[key])
+    except (TypeError, ValueError, OverflowError):
+        a = None
+    bad_kind = a is None or (a.dtype.kind not in kinds and a.size > 0)
+    if bad_kind or (shape is not None and a.shape != shape):
+        want = "integers" if kinds == "iu" else "numbers"
+        raise InputError(f"{source}: {key} must be {want}" + (f" of shape {shape}" if shape else "")
+                         + f", got {d[key]!r:.80}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise InputError(f"{source}: {key} must be finite, got {a.tolist()!r:.80}")
+    return a
+
+
+def _positive(d: dict, key: str, source: str) -> float:
+    v = as_positive_float(d[key])
+    if v is None:
+        raise InputError(f"{source}: {key} must be a finite number > 0, got {d[key]!r:.60}")
+    return v
+
+
+def as_positive_float(value) -> float | None:
+    """``value`` as a float if it is a finite number > 0 (an int or float from JSON, not a
+    bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            v = float(value)
+        except OverflowError:
+            return None
+        if 0 < v < float("inf"):
+            return v
+    return None
 
 
 def make_system(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -42,9 +43,11 @@ from stablejax.config import HRConfig, MDConfig, check_types, need
 from stablejax.evaluate.qm import evaluate_qm
 from stablejax.evaluate.stream import (  # noqa: F401  (masked_frame_sum re-exported)
     Chunk,
+    load_stream_checkpoint,
     make_stream,
     masked_frame_sum,
     run_stream,
+    save_stream_checkpoint,
 )
 from stablejax.models import Model
 from stablejax.observables.distances import hr_mae
@@ -88,6 +91,14 @@ class EvalConfig:
         need(self, "stop_fraction", 0 < self.stop_fraction <= 1, "in (0, 1]")
         need(self, "n_bootstrap", self.n_bootstrap >= 1, ">= 1")
 
+    @property
+    def chunks(self) -> tuple[int, int]:
+        """(frames per chunk, chunks): the run is simulated, reported and checkpointed in
+        chunks of up to 10 frames."""
+        n_steps_total = self.md.steps(self.time_ps)
+        frames_per_chunk = max(1, min(10, n_steps_total // self.md.n_dump))
+        return frames_per_chunk, math.ceil(n_steps_total / (self.md.n_dump * frames_per_chunk))
+
 
 class EvalResult(NamedTuple):
     """Summary (JSON-able dict) and arrays (for plots) of one evaluation."""
@@ -102,14 +113,21 @@ def spread_indices(n_available: int, n: int) -> np.ndarray:
 
 
 def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConfig, *,
-                   progress: ProgressFn | None = None) -> EvalResult:
-    """Run the evaluation simulations of ``params`` and compute every metric."""
+                   progress: ProgressFn | None = None,
+                   checkpoint_dir: str | Path | None = None) -> EvalResult:
+    """Run the evaluation simulations of ``params`` and compute every metric.
+
+    Args:
+      progress: ``progress(steps_done, steps_total, info)`` after every chunk.
+      checkpoint_dir: keep the state and sums after every chunk there and continue from the
+        newest one found (a run killed at any point resumes after its last finished chunk).
+        The result equals that of an uninterrupted run bit for bit, provided the directory
+        was written with the same model, parameters, data set and ``cfg``; the caller checks
+        that (the checkpoints do not record it).
+    """
     system = dataset.system
-    n_dump = cfg.md.n_dump
-    n_steps_total = cfg.md.steps(cfg.time_ps)
-    frames_per_chunk = max(1, min(10, n_steps_total // n_dump))  # progress every 10 frames
-    spc = n_dump * frames_per_chunk
-    n_chunks = math.ceil(n_steps_total / spc)
+    frames_per_chunk, n_chunks = cfg.chunks
+    spc = cfg.md.n_dump * frames_per_chunk
     sim = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk)
     dtype = jax.tree.leaves(params)[0].dtype
     start_idx = spread_indices(dataset.test.n_frames, cfg.n_replicas)
@@ -117,8 +135,14 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
     state = sim.init(params, R0, jax.random.PRNGKey(cfg.seed))
     stream = make_stream(system, dataset.reference.positions, n_replicas=cfg.n_replicas,
                          dt_fs=cfg.md.dt_fs, hr=cfg.hr)
+    resume = None
+    if checkpoint_dir is not None:
+        found = load_stream_checkpoint(checkpoint_dir, state)
+        resume = None if found is None else found[0]
 
     def on_chunk(c: Chunk) -> None:
+        if checkpoint_dir is not None:
+            save_stream_checkpoint(checkpoint_dir, c)
         if progress is not None:
             done = c.acc.steps_done
             progress(done, n_chunks * spc, {"n_unstable": c.n_unstable,
@@ -126,7 +150,8 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
                                             "simulated_ps": done * cfg.md.dt_fs / 1000})
 
     state, acc, _ = run_stream(sim, params, state, stream, n_chunks=n_chunks,
-                               stop_fraction=cfg.stop_fraction, on_chunk=on_chunk)
+                               stop_fraction=cfg.stop_fraction, on_chunk=on_chunk,
+                               resume=resume)
     m = stream.finalize(acc)
     times_ps, censored, window_ps = m.times_ps, m.censored, m.window_ps
     h_ref = stream.h_ref

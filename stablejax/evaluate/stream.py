@@ -7,6 +7,12 @@ memory does not grow with the simulated time. :func:`run_stream` drives a simula
 chunk through a stream, with an ``on_chunk`` callback for writers (trajectory files, tables,
 progress); ``evaluate_model`` and the ``simulate`` command both use it.
 
+Resuming: :func:`save_stream_checkpoint` keeps the state and sums after a chunk on disk (an
+orbax step per chunk, finalised only when complete) and :func:`load_stream_checkpoint` turns
+the newest one into a :class:`Resume` for ``run_stream(..., resume=...)``. A run continued from
+a checkpoint produces the same states, frames and sums, bit for bit, as an uninterrupted run
+with the same simulator, parameters and chunks.
+
 A frame counts as stable when it is finite (``Trajectory.valid``) and recorded before its
 replica's ``first_unstable_step``. h(r) (``observables.distance_distribution``) and the
 bond-length distribution (``observables.bond_length_distribution``, 0.5-2.5 A, 0.01 A bins and
@@ -16,6 +22,7 @@ smearing) of every stable frame are summed per replica.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import jax
@@ -33,6 +40,7 @@ from stablejax.observables.distances import (
     make_bins,
     mean_abs_error,
 )
+from stablejax.simulate.snapshot import state_from_arrays, state_to_arrays
 from stablejax.simulate.state import ReplicaState, Simulator, Trajectory
 from stablejax.stability.criteria import stability_time_fs
 
@@ -184,22 +192,39 @@ class Chunk(NamedTuple):
     stopped: bool  # the run stops early after this chunk
 
 
+class Resume(NamedTuple):
+    """Where a :func:`run_stream` run continues: the state and sums after ``chunks_done``
+    chunks, and whether the run had stopped early there."""
+
+    chunks_done: int
+    state: ReplicaState
+    acc: StreamAcc
+    stopped: bool
+
+
 def run_stream(sim: Simulator, params: Params, state: ReplicaState, stream: Stream, *,
                n_chunks: int, stop_fraction: float = 1.0,
-               on_chunk: Callable[[Chunk], None] | None = None
+               on_chunk: Callable[[Chunk], None] | None = None, resume: Resume | None = None
                ) -> tuple[ReplicaState, StreamAcc, bool]:
     """Simulate up to ``n_chunks`` chunks, reducing each through ``stream``.
 
     The next chunk is dispatched before ``on_chunk`` runs, so writers overlap with simulation.
-    The run stops early once ``stop_fraction`` of the replicas are unstable.
+    The run stops early once ``stop_fraction`` of the replicas are unstable. With ``resume``
+    the run continues after its ``chunks_done`` chunks (``state`` is then ignored) and calls
+    ``on_chunk`` only for the chunks it simulates; a resumed run that had stopped, or had done
+    every chunk, returns the resumed state and sums as they are.
 
     Returns:
       (state after the last chunk, accumulated sums, whether it stopped early).
     """
-    acc, stopped = stream.init(), False
+    acc, stopped, first = stream.init(), False, 0
+    if resume is not None:
+        state, acc, stopped, first = resume.state, resume.acc, resume.stopped, resume.chunks_done
+        if stopped or first >= n_chunks:
+            return state, acc, stopped
     n_rep = state.first_unstable_step.shape[0]
     pending = sim.run_chunk_safe(params, state)  # dispatched asynchronously
-    for c in range(n_chunks):
+    for c in range(first, n_chunks):
         state, traj = pending
         acc = stream.update(acc, state, traj, sim.settings.steps_per_chunk)
         n_unstable = int(jnp.sum(state.unstable))
@@ -213,3 +238,40 @@ def run_stream(sim: Simulator, params: Params, state: ReplicaState, stream: Stre
                      acc.steps_done, n_unstable, n_rep)
             break
     return state, acc, stopped
+
+
+def save_stream_checkpoint(directory: str | Path, chunk: Chunk, meta: dict | None = None) -> None:
+    """Keep the state and sums after ``chunk`` as orbax step ``chunk.index + 1`` of
+    ``directory`` (the last two steps are kept). ``meta`` (JSON-able) is stored with it and
+    returned by :func:`load_stream_checkpoint`. The step becomes visible only when complete.
+    """
+    from stablejax.io.checkpoint import save_checkpoint
+
+    arrays, static = state_to_arrays(chunk.state)
+    acc = {k: np.asarray(v) for k, v in chunk.acc._asdict().items() if k != "steps_done"}
+    info = {"chunks_done": chunk.index + 1, "steps_done": int(chunk.acc.steps_done),
+            "stopped": bool(chunk.stopped), "neighbor": static, "extra": meta or {}}
+    save_checkpoint(directory, chunk.index + 1, {"state": arrays, "acc": acc}, info,
+                    max_to_keep=2)
+
+
+def load_stream_checkpoint(directory: str | Path, template: ReplicaState
+                           ) -> tuple[Resume, dict] | None:
+    """The newest checkpoint of ``directory`` as a :class:`Resume` and its ``meta``; None when
+    there is none.
+
+    Args:
+      template: a state of the run's simulator (``Simulator.init``'s), for the tree structure.
+
+    Raises:
+      ValueError: the checkpoint does not fit ``template`` (another simulator or replica count).
+    """
+    from stablejax.io.checkpoint import latest_step, restore_checkpoint
+
+    if latest_step(directory) is None:
+        return None
+    tree, info = restore_checkpoint(directory)
+    state = state_from_arrays(template, tree["state"], info["neighbor"])
+    acc = StreamAcc(**{k: np.asarray(v) for k, v in tree["acc"].items()},
+                    steps_done=int(info["steps_done"]))
+    return Resume(int(info["chunks_done"]), state, acc, bool(info["stopped"])), info["extra"]

@@ -8,6 +8,8 @@ Keys understood on read (first match wins):
   forces            F, forces                          [frames, atoms, 3]
   cell / pbc        cell / lattice, pbc                optional
 
+The ``energy_key``/``forces_key`` arguments name other keys for the labels.
+
 Units: taken from the file's metadata (sGDML ``e_unit``/``r_unit``, stablejax ``energy_unit``/
 ``length_unit``), else from the ``energy_unit``/``length_unit`` arguments. MD17/MD22 files use
 kcal/mol and kcal/mol/Angstrom; a file without unit metadata must be loaded with an explicit
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stablejax.data.frames import Frames, make_frames
+from stablejax.data.frames import Frames, check_finite, make_frames
+from stablejax.errors import InputError
 from stablejax.units import energy_unit_to_ev, length_unit_to_angstrom
 
 _KEYS = {
@@ -32,25 +35,16 @@ _KEYS = {
     "forces": ("F", "forces"),
     "cell": ("cell", "lattice"),
 }
-
-
-def _find(data, what: str):
-    for k in _KEYS[what]:
-        if k in data.files:
-            return k
-    return None
-
-
-def _meta_str(data, *keys: str) -> str | None:
-    for k in keys:
-        if k in data.files:
-            v = data[k]
-            return str(v.item() if v.ndim == 0 else v[0])
-    return None
+_OPTION = {"energies": "energy_key", "forces": "forces_key"}
 
 
 def read_npz(
-    path: str | Path, *, energy_unit: str | None = None, length_unit: str | None = None
+    path: str | Path,
+    *,
+    energy_unit: str | None = None,
+    length_unit: str | None = None,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
 ) -> Frames:
     """Load an sGDML/MD17/MD22 or stablejax ``.npz`` file as :class:`Frames` in eV / Angstrom.
 
@@ -59,67 +53,158 @@ def read_npz(
       energy_unit: unit of E and F (F in ``energy_unit``/length) when the file does not say,
         e.g. ``"kcal/mol"`` for MD17/MD22. If the file says and this disagrees: an error.
       length_unit: unit of R when the file does not say (default Angstrom).
+      energy_key, forces_key: the keys of the energies and forces, replacing the lookup in the
+        module docstring's table; the file must hold them.
 
     Raises:
-      FileNotFoundError, ValueError: naming the file and the problem (missing key, shape
-        mismatch, NaN, unknown element, unknown or missing unit).
+      FileNotFoundError: no file at ``path``.
+      InputError: naming the file and the problem: not an npz archive, a damaged member, a
+        pickled (object) array, a missing key, energies without forces (or the reverse), a
+        shape mismatch, a non-numeric or non-finite value, an atomic number outside 1..118,
+        an unknown or missing unit.
+    """
+    path = Path(path)
+    arrays = load_arrays(path)
+    kR, kz = _find(arrays, "positions", path), _find(arrays, "atomic_numbers", path)
+    if kR is None:
+        raise InputError(f"{path}: missing positions (one of keys {_KEYS['positions']})")
+    if kz is None:
+        raise InputError(
+            f"{path}: missing atomic numbers (one of keys {_KEYS['atomic_numbers']})"
+        )
+    kE = _find(arrays, "energies", path, energy_key)
+    kF = _find(arrays, "forces", path, forces_key)
+    kC = _find(arrays, "cell", path)
+    if (kE is None) != (kF is None):
+        have, lack = ("energies", "forces") if kF is None else ("forces", "energies")
+        raise InputError(
+            f"{path}: has {have} (key {kE or kF!r}) but no {lack} (one of keys {_KEYS[lack]}; "
+            f"pass {_OPTION[lack]}= if they are stored under another key)"
+        )
+
+    e_unit = _resolve_unit(path, "energy", _meta_str(arrays, path, "energy_unit", "e_unit"),
+                           energy_unit)
+    r_unit = _resolve_unit(path, "length", _meta_str(arrays, path, "length_unit", "r_unit"),
+                           length_unit) or "angstrom"
+    if kE is not None and e_unit is None:
+        raise InputError(
+            f"{path}: the file does not state its energy unit; pass energy_unit= "
+            "(MD17/MD22 files are in 'kcal/mol'; stablejax files in 'eV')"
+        )
+    pbc = arrays["pbc"] if "pbc" in arrays else (kC is not None)
+    frames = make_frames(
+        arrays[kR], arrays[kz], None if kE is None else arrays[kE],
+        None if kF is None else arrays[kF], None if kC is None else arrays[kC], pbc,
+        source=str(path),
+    )
+    e_scale = 1.0 if e_unit is None else unit_scale(path, "energy", e_unit)
+    return convert_units(frames, e_scale, unit_scale(path, "length", r_unit), str(path))
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read in full (so a damaged member is found here) and
+    without unpickling.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      InputError: not a zip archive, a damaged or truncated archive, a member that is not a
+        ``.npy`` array, an object array (which would need pickle).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise InputError(f"{path}: empty file")
+    if head[:2] != b"PK":
+        raise InputError(f"{path}: not an .npz file (a zip archive of .npy arrays)")
     try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as e:  # not a zip / corrupted
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
-    with data:
-        kR, kz = _find(data, "positions"), _find(data, "atomic_numbers")
-        if kR is None:
-            raise ValueError(f"{path}: missing positions (one of keys {_KEYS['positions']})")
-        if kz is None:
-            raise ValueError(
-                f"{path}: missing atomic numbers (one of keys {_KEYS['atomic_numbers']})"
-            )
-        kE, kF, kC = _find(data, "energies"), _find(data, "forces"), _find(data, "cell")
-        if (kE is None) != (kF is None):
-            missing = "forces (F)" if kF is None else "energies (E)"
-            raise ValueError(f"{path}: has {'E' if kF is None else 'F'} labels but no {missing}")
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as e:  # zipfile, zlib and .npy-header errors of a damaged file
+        raise InputError(
+            f"{path}: not a readable .npz file ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+    for k, v in arrays.items():
+        if not isinstance(v, np.ndarray):
+            raise InputError(f"{path}: member {k!r} is not a .npy array")
+    return arrays
 
-        file_e_unit = _meta_str(data, "energy_unit", "e_unit")
-        file_r_unit = _meta_str(data, "length_unit", "r_unit")
-        e_unit = _resolve_unit(path, "energy", file_e_unit, energy_unit)
-        r_unit = _resolve_unit(path, "length", file_r_unit, length_unit) or "angstrom"
-        r_scale = length_unit_to_angstrom(r_unit)
 
-        R = data[kR] * r_scale
-        E = F = None
-        if kE is not None:
-            if e_unit is None:
-                raise ValueError(
-                    f"{path}: the file does not state its energy unit; pass energy_unit= "
-                    "(MD17/MD22 files are in 'kcal/mol'; stablejax files in 'eV')"
+def _find(arrays: dict, what: str, path: Path, key: str | None = None) -> str | None:
+    if key is None:
+        return next((k for k in _KEYS[what] if k in arrays), None)
+    if key not in arrays:
+        raise InputError(
+            f"{path}: no key {key!r} ({_OPTION[what]}={key!r}); "
+            f"keys in the file: {sorted(arrays)}"
+        )
+    return key
+
+
+def _meta_str(arrays: dict, path: Path, *keys: str) -> str | None:
+    for k in keys:
+        if k in arrays:
+            v = arrays[k]
+            if v.dtype.kind not in "US" or v.size != 1:
+                raise InputError(
+                    f"{path}: {k} must be one string, got dtype {v.dtype} and shape {v.shape}"
                 )
-            e_scale = energy_unit_to_ev(e_unit)
-            E = np.asarray(data[kE], dtype=np.float64)
-            if E.size != len(R) or E.ndim > 2:
-                raise ValueError(
-                    f"{path}: energies have {E.size} values but there are {len(R)} frames "
-                    f"(key {kE!r}, shape {E.shape})"
-                )
-            E = E.reshape(-1) * e_scale
-            F = data[kF] * (e_scale / r_scale)
-        cell = data[kC] * r_scale if kC is not None else None
-        pbc = data["pbc"] if "pbc" in data.files else (cell is not None)
-        return make_frames(R, data[kz], E, F, cell, pbc, source=str(path))
+            item = v.reshape(-1)[0]
+            if isinstance(item, bytes):
+                try:
+                    item = item.decode()
+                except UnicodeDecodeError:
+                    raise InputError(f"{path}: {k} is not UTF-8 text: {item[:40]!r}") from None
+            return str(item)
+    return None
+
+
+def unit_scale(path: Path, kind: str, unit: str) -> float:
+    """Multiplier from an ``"energy"`` or ``"length"`` unit to eV or Angstrom.
+
+    Raises:
+      InputError: an unknown unit, naming ``path`` and the known units.
+    """
+    conv = energy_unit_to_ev if kind == "energy" else length_unit_to_angstrom
+    try:
+        return conv(unit)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
 
 
 def _resolve_unit(path, kind: str, from_file: str | None, given: str | None) -> str | None:
     if from_file and given:
-        conv = energy_unit_to_ev if kind == "energy" else length_unit_to_angstrom
-        if conv(from_file) != conv(given):
-            raise ValueError(
+        if unit_scale(path, kind, from_file) != unit_scale(path, kind, given):
+            raise InputError(
                 f"{path}: file says {kind} unit {from_file!r} but {kind}_unit={given!r} was given"
             )
     return from_file or given
+
+
+def convert_units(frames: Frames, e_scale: float, r_scale: float, source: str) -> Frames:
+    """Scale validated frames to eV / Angstrom: energies by ``e_scale``, lengths by ``r_scale``
+    and forces by their ratio.
+
+    Raises:
+      InputError: a value pushed past float64's range, naming ``source``, array and frame.
+    """
+    if e_scale == 1.0 and r_scale == 1.0:
+        return frames
+    scale = {"positions": r_scale, "cell": r_scale, "energies": e_scale,
+             "forces": e_scale / r_scale}
+    out = {}
+    with np.errstate(over="ignore"):
+        for key, s in scale.items():
+            x = getattr(frames, key)
+            if x is not None:
+                out[key] = x * s
+                check_finite(out[key], f"{key} (in eV/Angstrom)", source,
+                             per_frame=not (key == "cell" and x.ndim == 2))
+    return frames.replace(**out)
 
 
 def write_npz(path: str | Path, frames: Frames, metadata: dict | None = None) -> Path:
@@ -157,8 +242,24 @@ def save_arrays(path: str | Path, **arrays) -> Path:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The JSON metadata stored by :func:`write_npz` ({} if none)."""
-    with np.load(path, allow_pickle=False) as data:
-        if "metadata" not in data.files:
-            return {}
-        return json.loads(str(data["metadata"]))
+    """The JSON metadata stored by :func:`write_npz` ({} if none).
+
+    Raises:
+      FileNotFoundError, InputError: as :func:`load_arrays`; or metadata that is not a JSON
+        object (naming JSON's line and column).
+    """
+    path = Path(path)
+    text = _meta_str(load_arrays(path), path, "metadata")
+    if text is None:
+        return {}
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"{path}: metadata is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})"
+        ) from None
+    except RecursionError:
+        raise InputError(f"{path}: metadata JSON is nested too deeply") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: metadata must be a JSON object, got {type(meta).__name__}")
+    return meta

@@ -14,7 +14,9 @@ A training run directory (pre-training or StABlE) holds::
 Everything written here is atomic (a temporary file renamed into place, or an orbax step that is
 finalised only when complete), so a crash never leaves a half-written file that a re-run would
 trust. The per-epoch order is: log record, then checkpoint; a run killed in between resumes from
-the previous checkpoint, drops the extra record and writes both again identically.
+the previous checkpoint, drops the extra record and writes both again identically. Checkpoints
+carry a checksum (:mod:`stablejax.io.checkpoint`): a damaged newest one is skipped with a
+warning and the run resumes from the previous one, its log cut to match.
 """
 
 from __future__ import annotations
@@ -95,9 +97,17 @@ class RunDir:
 
     # ------------------------------------------------------- per-epoch log and checkpoint
     def resume(self, like: Any) -> Any | None:
-        """The newest checkpointed state (structured like ``like``), or None when there is
-        none; the metrics log is cut to the epochs that state contains (``like`` and the
-        restored state need an ``epoch`` entry)."""
+        """The newest intact checkpointed state (structured like ``like``), or None when there
+        is none; the metrics log is cut to the epochs that state contains (``like`` and the
+        restored state need an ``epoch`` entry).
+
+        A damaged newest checkpoint is skipped with a warning (see
+        :func:`~stablejax.io.checkpoint.restore_checkpoint`).
+
+        Raises:
+          CheckpointDamagedError: every checkpoint is damaged.
+          CheckpointMismatchError: the checkpoints hold another model's state.
+        """
         self.mkdir()
         restored = None
         if latest_step(self.path / CHECKPOINTS) is not None:
@@ -124,10 +134,13 @@ class RunDir:
                         max_to_keep=keep)
 
     def load_params(self, name: str, like: Any) -> Any:
-        """The newest parameters saved under ``name``, structured like ``like``.
+        """The newest intact parameters saved under ``name``, structured like ``like``; their
+        checksum and their key paths and shapes (against ``like``) are checked.
 
         Raises:
           FileNotFoundError: nothing saved under ``name``.
+          CheckpointDamagedError: every step saved under ``name`` is damaged.
+          CheckpointMismatchError: the saved parameters are another model's.
         """
         out, _ = restore_checkpoint(self.path / name, like={"params": like})
         return out["params"]
