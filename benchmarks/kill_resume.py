@@ -61,8 +61,7 @@ def _stable_config():
 
     return replace(TrainConfig.aspirin(), {
         "n_replicas": 4, "epoch_ps": 0.05, "n_epochs": 6, "stable_epochs": None,
-        "md": {"frame_interval_fs": 5.0},
-        "phases": {"max_frac_unstable": 0.0, "min_frac_unstable": -1.0}})
+        "md": {"frame_interval_fs": 5.0}})
 
 
 def run_stage(stage: str, out: Path, base: Path) -> None:

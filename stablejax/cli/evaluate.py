@@ -160,14 +160,10 @@ def inputs_record(command: str, settings: dict, model_dir: Path, params, ds) -> 
             "data": dataset_identity(ds), "code_version": stablejax.__version__}
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _flat(d: dict) -> dict:
+    from stablejax.io.inputs import flatten
+
+    return flatten(d)
 
 
 def differences(old: dict, new: dict) -> list[str]:
