@@ -153,8 +153,11 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         t = _stage(name)
         with ProgressBar(f"{label} MD", unit="step",
                          postfix_keys=("simulated_ps", "n_unstable")) as bar:
-            res = evaluate_model(model, params, dataset, plan.evaluation, progress=bar)
+            # every finished chunk is kept: an interrupted evaluation continues from it
+            res = evaluate_model(model, params, dataset, plan.evaluation, progress=bar,
+                                 checkpoint_dir=run_dir / f"{name}.partial")
         save_eval(run_dir / name, res.summary, res.arrays)
+        shutil.rmtree(run_dir / f"{name}.partial", ignore_errors=True)
         done(name, t)
 
     evaluate("eval_pretrained", params, "[3/6 evaluate pre-trained]")

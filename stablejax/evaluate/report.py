@@ -21,11 +21,17 @@ MODELS = (("eval_pretrained", "pre-trained"), ("eval_stable", "StABlE"))
 
 
 def save_eval(directory: Path, summary: dict, arrays: dict) -> None:
-    """Write an evaluation's ``summary.json`` and ``arrays.npz`` (atomically enough: summary
-    last, so a present summary means complete arrays)."""
+    """Write an evaluation's ``arrays.npz`` then ``summary.json``, each atomically (temporary
+    file + rename): a present summary means complete arrays."""
+    import os
+
+    from stablejax.io.run_dir import write_json
+
     directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
-    (directory / "summary.json").write_text(json.dumps(summary, indent=1))
+    tmp = directory / "arrays.tmp.npz"
+    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, directory / "arrays.npz")
+    write_json(directory / "summary.json", summary)
 
 
 def _load(run_dir: Path, name: str):
