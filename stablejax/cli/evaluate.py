@@ -151,25 +151,20 @@ def load_inputs(model_dir: Path, data: Path | None, flag: str):
 def inputs_record(command: str, settings: dict, model_dir: Path, params, ds) -> dict:
     """What a result is made from: the command's settings, the model (absolute directory,
     parameter digest) and the data set's identity (absolute path, species, file digests)."""
-    import stablejax
-    from stablejax.io.inputs import array_digest, dataset_identity
+    from stablejax.io.inputs import array_digest, code_version, dataset_identity
 
     return {"command": command, "settings": json.loads(json.dumps(settings, default=str)),
             "model": {"dir": str(Path(model_dir).resolve()),
                       "params_sha256": array_digest(params)},
-            "data": dataset_identity(ds), "code_version": stablejax.__version__}
-
-
-def _flat(d: dict) -> dict:
-    from stablejax.io.inputs import flatten
-
-    return flatten(d)
+            "data": dataset_identity(ds), "code_version": code_version()}
 
 
 def differences(old: dict, new: dict) -> list[str]:
     """``"--dt-fs: 0.5 -> 1.0"`` for each differing setting (flags by name, other fields by
     dotted path); the code version is not compared."""
-    a, b = _flat(old), _flat(new)
+    from stablejax.io.inputs import flatten
+
+    a, b = flatten(old), flatten(new)
     out = []
     for k in sorted(set(a) | set(b)):
         if k == "code_version" or a.get(k, "<absent>") == b.get(k, "<absent>"):

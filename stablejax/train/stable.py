@@ -300,7 +300,9 @@ def check_state(state: TrainState, cfg: TrainConfig) -> None:
 def check_config(state: TrainState, cfg: TrainConfig) -> None:
     """``cfg`` must equal the config the state's functions were built with, except for the
     loop's own fields (``n_epochs``, ``stable_epochs``)."""
-    built, given = _flat(to_dict(state.fns.cfg)), _flat(to_dict(cfg))
+    from stablejax.io.inputs import flatten
+
+    built, given = flatten(to_dict(state.fns.cfg)), flatten(to_dict(cfg))
     diff = [k for k in given if k not in LOOP_FIELDS and given[k] != built.get(k)]
     if diff:
         detail = ", ".join(f"{k}={given[k]!r} (state: {built.get(k)!r})" for k in diff)
@@ -308,16 +310,6 @@ def check_config(state: TrainState, cfg: TrainConfig) -> None:
                          "create the state with this config (make_stable(problem, cfg).init) "
                          "or pass the state's config")
     check_state(state, cfg)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def stop_reason(state: TrainState, cfg: TrainConfig) -> str | None:
