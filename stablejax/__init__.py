@@ -13,6 +13,9 @@ Entry points (imported on first use, so ``import stablejax`` stays light):
   nested overrides).
 * ``stablejax.pretrain(state, cfg, train, val)`` with ``stablejax.PretrainState.create(...)``:
   QM energy/force pre-training.
+* ``stablejax.Calculator(run_dir)``: a trained model as an ASE calculator;
+  ``stablejax.load_model(run_dir)`` (-> ``stablejax.LoadedModel``): as a JAX-MD energy function
+  ``energy_fn(R)``; ``stablejax.bind_model(spec, params)``: the same for a model in memory.
 * ``stablejax.pipeline``: the data -> pre-training -> StABlE stages the CLI and experiments run.
 * ``stablejax.data``, ``stablejax.models``, ``stablejax.simulate``, ``stablejax.observables``,
   ``stablejax.stability``, ``stablejax.estimator``, ``stablejax.io``: the building blocks.
@@ -33,9 +36,14 @@ _LAZY = {
     "MDConfig": "stablejax.config",
     "HRConfig": "stablejax.config",
     "EvalConfig": "stablejax.evaluate.stability_run",
+    "Calculator": "stablejax.calculator",
+    "load_model": "stablejax.loading",
+    "bind_model": "stablejax.loading",
+    "LoadedModel": "stablejax.loading",
 }
 _SUBMODULES = {"config", "data", "io", "models", "simulate", "observables", "stability",
-               "estimator", "train", "evaluate", "pipeline", "units"}
+               "estimator", "train", "evaluate", "pipeline", "units", "calculator",
+               "loading"}
 
 
 def __getattr__(name):

@@ -56,7 +56,7 @@ def pretrain_on_dataset(
     from stablejax.io.inputs import allow_paths, check_inputs, dataset_identity
     from stablejax.train.pretrain import LOOP_FIELDS, RESUMABLE_FIELDS
 
-    rd = RunDir(run_dir)
+    rd = RunDir(Path(run_dir).absolute())  # orbax restores only absolute paths
     allow = allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS)
     check_inputs(rd.path, {"config": to_dict(cfg),
                            "model": {"kind": kind, "overrides": dict(model_overrides or {})},
@@ -103,7 +103,7 @@ def pretrain_on_dataset(
 def load_model_dir(run_dir: str | Path):
     """(spec, model, params) of a model directory: a StABlE run (``model.json`` + ``final/``)
     or a pre-training run (``model.json`` + ``best/``); ``final/`` wins when both exist."""
-    rd = RunDir(run_dir)
+    rd = RunDir(Path(run_dir).absolute())
     if not rd.model_spec_path.exists():
         raise FileNotFoundError(
             f"{rd.path}: no {MODEL_SPEC} (expected a pre-training or StABlE run directory)")
@@ -117,15 +117,16 @@ def load_model_dir(run_dir: str | Path):
 
 
 def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: str | Path, *,
-                      progress: ProgressFn | None = None, allow_changes: tuple[str, ...] = ()
-                      ) -> dict:
+                      progress: ProgressFn | None = None, allow_changes: tuple[str, ...] = (),
+                      pretrained_dir: str | Path | None = None) -> dict:
     """StABlE training of a pre-trained model (``spec``, ``params``) on a data set (resumable
     from ``run_dir``).
 
     Writes ``run_dir/inputs.json`` (config, the pre-trained model's spec and parameter digest,
     data set identity), ``run_dir/model.json`` (``spec``), ``run_dir/stable/`` (checkpoints,
     metrics.jsonl, end_of_cycle/), the final parameters as ``run_dir/final`` (so ``run_dir`` is
-    a model directory) and ``run_dir/results.json`` (summary, with the data set path). A
+    a model directory) and ``run_dir/results.json`` (summary, with the data set path and
+    ``pretrained_dir``, the pre-training run the parameters come from, when given). A
     finished run (``run_dir/stable/done.json``) re-run with the same inputs is returned as is;
     with other inputs it is refused, before anything is written. A resume may change only
     ``n_epochs``, ``stable_epochs`` and the fields of ``allow_changes``
@@ -140,7 +141,7 @@ def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: s
     from stablejax.train.stable import LOOP_FIELDS, RESUMABLE_FIELDS, TrainState, stop_reason, train
 
     spec.check_species(dataset.system.atomic_numbers, f"data set {dataset.path}")
-    rd = RunDir(run_dir)
+    rd = RunDir(Path(run_dir).absolute())
     loop_dir = rd.sub(STABLE)
     finished = (loop_dir / DONE).exists()
     check_inputs(rd.path, {"config": to_dict(cfg),
@@ -172,6 +173,8 @@ def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: s
         "this_call_wall_s": time.perf_counter() - t0,
         "config": to_dict(cfg),
     }
+    if pretrained_dir is not None:
+        summary["pretrained_dir"] = str(Path(pretrained_dir).resolve())
     write_json(loop_dir / DONE, summary)
     rd.write_results(summary)  # model dir -> data
     return summary

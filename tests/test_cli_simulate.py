@@ -18,7 +18,7 @@ def dirs(ethanol_model_dirs):
 
 
 def _run(model_dir, data, out, *extra):
-    return main(["simulate", "--checkpoint", str(model_dir), "--data", str(data),
+    return main(["simulate", "--model", str(model_dir), "--data", str(data),
                  "--n-replicas", "3", "--time-ps", "0.02", "--dt-fs", "0.5",
                  "--frame-interval-fs", "5", "--frames-per-chunk", "2", "--out", str(out),
                  *extra])

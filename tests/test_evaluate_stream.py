@@ -67,7 +67,7 @@ def test_simulate_cli_and_evaluate_model_agree(dirs, tmp_path):
 
     model_dir, data = dirs
     out = tmp_path / "sim"
-    assert main(["simulate", "--checkpoint", str(model_dir), "--data", str(data),
+    assert main(["simulate", "--model", str(model_dir), "--data", str(data),
                  "--n-replicas", "3", "--time-ps", "0.02", "--dt-fs", "0.5",
                  "--frame-interval-fs", "5", "--frames-per-chunk", "4", "--format", "npz",
                  "--out", str(out)]) == 0

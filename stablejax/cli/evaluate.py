@@ -1,8 +1,12 @@
-"""``python -m stablejax evaluate --model RUN_DIR --n-replicas 32 --time-ps 10``
+"""``python -m stablejax evaluate --model NAME [--scale {demo,cpu,paper}] [--n-replicas 32]
+[--time-ps 10]``
 
 The flags are the fields of :class:`stablejax.evaluate.EvalConfig` and its
 :class:`stablejax.config.MDConfig` (``--dt-fs``, ``--integrator``, ``--tolerance-angstrom``,
-...), the same names as in ``simulate`` and in config files.
+...), the same names as in ``simulate`` and in config files. ``--temperature-k`` and ``--dt-fs``
+default to the data set's system (its reference data's temperature and time step). ``--scale`` sets the defaults of
+``--n-replicas`` and ``--time-ps`` (:mod:`stablejax.cli.scales`). ``--model`` is a run name
+under ``runs/`` or a model directory (:mod:`stablejax.cli.runs`).
 
 Output (``--out``, default ``<model>/eval``)::
 
@@ -31,11 +35,14 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
 
 from stablejax.cli.progress import ProgressBar
+from stablejax.cli.runs import resolve_run
+from stablejax.cli.scales import DEFAULT_SCALE, SCALES, eval_config, peek
 from stablejax.errors import InputError
 from stablejax.evaluate.stability_run import EvalConfig
 from stablejax.io.run_dir import read_json, write_json
@@ -53,15 +60,19 @@ _FIELD = re.compile(r"^([A-Z]\w*)\.(\w+)\b")
 class EvaluateArgs:
     """Long evaluation simulations of a model: stability times, h(r), bond lengths, force MAE."""
 
-    model: Path = Path("runs/pretrain")
-    """Model directory (pre-training or StABlE run: model.json + best/ or final/)."""
+    model: str | None = None
+    """Run name under runs/ or model directory (a pre-training or StABlE run); default: the
+    most recent finished one under runs/."""
+    scale: Literal[SCALES] = DEFAULT_SCALE
+    """Defaults of --n-replicas and --time-ps: demo 16 x 5 ps, cpu 32 x 25 ps, paper 256 x
+    1000 ps (the paper's)."""
     data: Path | None = None
     """Data set directory (default: the one in <model>/results.json or its pre-training run)."""
     out: Path | None = None
     """Output directory (default: <model>/eval)."""
     overwrite: bool = False
     """Replace a finished result (or discard an unfinished run) made with other settings."""
-    eval: EvalConfig = EvalConfig()
+    eval: EvalConfig = eval_config(DEFAULT_SCALE)
 
 
 # ----------------------------------------------------------------------------- flags
@@ -89,8 +100,9 @@ def _flag_of(message: str) -> str | None:
     return None if m is None else "--" + m.group(2).replace("_", "-")
 
 
-def parse(cls, argv: list[str], prog: str):
-    """``tyro.cli`` with nested config fields as plain flags (``--dt-fs``, not ``--md.dt-fs``).
+def parse(cls, argv: list[str], prog: str, default=None):
+    """``tyro.cli`` with nested config fields as plain flags (``--dt-fs``, not ``--md.dt-fs``),
+    starting from ``default`` (an instance of ``cls``; None: the class defaults).
 
     Every flag is validated here (by the config classes), before anything is loaded, traced or
     written. A rejected command line prints one line, ``error: --dt-fs: MDConfig.dt_fs must be
@@ -102,7 +114,8 @@ def parse(cls, argv: list[str], prog: str):
     try:
         with contextlib.redirect_stderr(buf), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            args = tyro.cli(cls, args=argv, prog=prog, config=(tyro.conf.OmitArgPrefixes,))
+            args = tyro.cli(cls, args=argv, prog=prog, default=default,
+                            config=(tyro.conf.OmitArgPrefixes,))
     except SystemExit as e:
         if not e.code:
             sys.stderr.write(buf.getvalue())
@@ -146,6 +159,19 @@ def load_inputs(model_dir: Path, data: Path | None, flag: str):
         if getattr(ds, split).n_frames < 1:
             raise InputError(f"data set {ds.path}: the {split} split has no frames")
     return model, params, ds
+
+
+def md_for_system(md, system, argv: list[str]):
+    """``md`` with the temperature and time step of the data set's system where the command
+    line did not set them (``--temperature-k``, ``--dt-fs``): a model is simulated at the
+    conditions of its data unless asked otherwise."""
+    given = {a.split("=", 1)[0].rsplit(".", 1)[-1].lstrip("-") for a in argv if a.startswith("--")}
+    over = {}
+    if "temperature-k" not in given and "temperature_k" not in given:
+        over["temperature_k"] = float(system.temperature_k)
+    if "dt-fs" not in given and "dt_fs" not in given:
+        over["dt_fs"] = float(system.timestep_fs)
+    return dataclasses.replace(md, **over) if over else md
 
 
 def inputs_record(command: str, settings: dict, model_dir: Path, params, ds) -> dict:
@@ -286,11 +312,16 @@ def kept_note(out: Path, n_chunks: int, chunk_ps: float) -> str:
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str]) -> int:
-    args = parse(EvaluateArgs, argv, "stablejax evaluate")
+    scale = peek(argv).scale
+    args = parse(EvaluateArgs, argv, "stablejax evaluate",
+                 default=EvaluateArgs(scale=scale, eval=eval_config(scale)))
     cfg = args.eval
-    model, params, ds = load_inputs(args.model, args.data, "--model")
-    out = args.out or args.model / "eval"
-    record = inputs_record("evaluate", dataclasses.asdict(cfg), args.model, params, ds)
+    model_dir = resolve_run(args.model, "--model", ("pretrain", "stable"),
+                            what="model directory")
+    model, params, ds = load_inputs(model_dir, args.data, "--model")
+    cfg = dataclasses.replace(cfg, md=md_for_system(cfg.md, ds.system, argv))
+    out = args.out or model_dir / "eval"
+    record = inputs_record("evaluate", dataclasses.asdict(cfg), model_dir, params, ds)
     status = open_out(out, record, (SUMMARY, ARRAYS, INPUTS), args.overwrite)
     if status == "finished":
         print((out / SUMMARY).read_text())

@@ -22,7 +22,8 @@ COMMANDS = {
 # (``simulate`` and ``evaluate`` raise ``KeyboardInterrupt(note)`` with what they kept).
 ON_INTERRUPT = {
     "data": "`data generate` keeps the chunks of reference MD it finished; run the same command "
-            "to resume (`data info` writes nothing)",
+            "to resume (`data import` writes its data set only when complete; `data info` "
+            "writes nothing)",
     "pretrain": "the run directory keeps the checkpoint of the last finished epoch (none if no "
                 "epoch finished); run the same command to resume from it",
     "train": "the run directory keeps the checkpoint of the last finished epoch (none if no "
@@ -35,15 +36,20 @@ ON_INTERRUPT = {
 USAGE = """usage: python -m stablejax COMMAND [options]
 
 commands:
-  data generate SYSTEM   generate GFN2-xTB reference data (aspirin, ac-ala3-nhme)
+  data generate SYSTEM   generate GFN2-xTB reference data (aspirin, ac-ala3-nhme, ethanol;
+                         or --smiles S --name N, or --structure FILE for your molecule)
+  data import FILE...    make a data set from your own npz / extxyz / ASE trajectories
   data info PATH         summarise a data set directory or a frames file
-  pretrain               fit a potential to QM energies and forces
-  simulate               batched replica MD with stability detection
-  train                  StABlE training (simulation + Boltzmann-estimator learning)
-  evaluate               long evaluation simulations and metrics
-  report RUN_DIR         Markdown report with plots
+  pretrain               fit a potential to QM energies and forces      -> runs/NAME
+  train                  StABlE training of a pre-trained run             -> runs/NAME-stable
+  evaluate               evaluation simulations and metrics of a run      -> runs/NAME/eval
+  simulate               batched replica MD with stability detection      -> runs/NAME/simulate
+  report [NAME]          Markdown report with plots of a run              -> runs/NAME/report.md
 
-Run `python -m stablejax COMMAND --help` for a command's options.
+Runs are named: each command finds the previous one's output by its name under runs/ (or a
+path), and without one takes the most recent run, saying which. --scale {demo,cpu,paper} sizes
+pretrain, train, evaluate and simulate: demo (default) takes minutes on a laptop, paper is the
+paper's. Run `python -m stablejax COMMAND --help` for a command's options.
 """
 
 

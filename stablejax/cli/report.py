@@ -1,9 +1,8 @@
-"""``python -m stablejax report RUN_DIR``: Markdown report with PNG plots."""
+"""``python -m stablejax report [NAME]``: Markdown report with PNG plots of a run."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated
 
 import tyro
@@ -11,18 +10,24 @@ import tyro
 
 @dataclasses.dataclass(frozen=True)
 class ReportArgs:
-    """Write RUN_DIR/report.md (survival curves, h(r), bond lengths, training history, table)."""
+    """Write report.md (results table, survival curves, h(r), bond lengths, training history)
+    in a run directory."""
 
-    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
-    """Experiment run directory (eval_pretrained/, eval_stable/, stable_model/, ...)."""
+    run: Annotated[str | None, tyro.conf.Positional, tyro.conf.arg(metavar="NAME")] = None
+    """Run name under runs/ or a directory: a pre-training run (with its evaluation), a StABlE
+    run (its training log; its evaluation against the pre-training run's), an evaluation
+    (<run>/eval) or an experiment run. Default: the most recent run under runs/."""
     title: str | None = None
-    """Report title (None: the run directory's name)."""
+    """Report title (None: the run's name)."""
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(ReportArgs, args=argv, prog="stablejax report")
+    from stablejax.cli.evaluate import parse
+    from stablejax.cli.runs import KIND_NAMES, resolve_run
     from stablejax.evaluate.report import write_report
 
-    path = write_report(args.run_dir, args.title)
+    args = parse(ReportArgs, argv, "stablejax report")
+    run_dir = resolve_run(args.run, "report", tuple(KIND_NAMES), finished=False)
+    path = write_report(run_dir, args.title)
     print(f"report: {path.resolve()}")
     return 0

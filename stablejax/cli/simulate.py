@@ -1,7 +1,10 @@
-"""``python -m stablejax simulate --checkpoint MODEL_DIR --n-replicas 128 --time-ps 10``
+"""``python -m stablejax simulate --model NAME [--scale {demo,cpu,paper}] [--n-replicas 128]
+[--time-ps 10]``
 
-Batched replica MD of a model from evenly spread test structures. The finished result in
-``--out`` (default ``<checkpoint>/simulate``)::
+Batched replica MD of a model from evenly spread test structures. ``--model`` and ``--scale``
+work as in ``evaluate`` (a run name under ``runs/`` or a model directory; the defaults of
+``--n-replicas`` and ``--time-ps``). The finished result in ``--out`` (default
+``<model>/simulate``)::
 
     inputs.json     the settings, model (absolute path, parameter digest), data set identity
     stability.csv   replica, first_unstable_time_ps (empty if stable), stable_whole_run,
@@ -46,11 +49,14 @@ from stablejax.cli.evaluate import (
     inputs_record,
     kept_note,
     load_inputs,
+    md_for_system,
     open_out,
     parse,
     promote,
 )
 from stablejax.cli.progress import ProgressBar
+from stablejax.cli.runs import resolve_run
+from stablejax.cli.scales import DEFAULT_SCALE, EVAL_SIZES, SCALES, peek
 from stablejax.config import HRConfig, MDConfig, check_types, need
 from stablejax.errors import InputError
 from stablejax.evaluate.stability_run import EVAL_MD
@@ -65,11 +71,15 @@ class SimulateArgs:
     """Batched replica MD of a model with stability detection, streamed to disk. The simulation
     flags are the fields of :class:`stablejax.config.MDConfig` (as in ``evaluate``)."""
 
-    checkpoint: Path
-    """Model directory (pre-training or StABlE run: model.json + best/ or final/)."""
+    model: str | None = None
+    """Run name under runs/ or model directory (a pre-training or StABlE run); default: the
+    most recent finished one under runs/."""
+    scale: Literal[SCALES] = DEFAULT_SCALE
+    """Defaults of --n-replicas and --time-ps: demo 16 x 5 ps, cpu 32 x 25 ps, paper 256 x
+    1000 ps."""
     md: MDConfig = EVAL_MD
-    n_replicas: int = 128
-    time_ps: float = 10.0
+    n_replicas: int = EVAL_SIZES[DEFAULT_SCALE]["n_replicas"]
+    time_ps: float = EVAL_SIZES[DEFAULT_SCALE]["time_ps"]
     """Time per replica, ps; rounded up to whole frames."""
     hr: HRConfig = HRConfig()
     seed: int = 0
@@ -81,7 +91,7 @@ class SimulateArgs:
     """Stop early once this fraction of the replicas is unstable."""
     format: Literal["extxyz", "npz"] = "extxyz"
     out: Path | None = None
-    """Output directory (default: <checkpoint>/simulate)."""
+    """Output directory (default: <model>/simulate)."""
     overwrite: bool = False
     """Replace a finished result (or discard an unfinished run) made with other settings."""
 
@@ -141,7 +151,7 @@ def _cut_extxyz(traj_dir: Path, sizes: list[int]) -> None:
                              "start it over")
 
 
-def _simulate(args: SimulateArgs, model, params, ds, part: Path) -> None:
+def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path) -> None:
     """Run (or resume) the simulation in ``part``, leaving its complete result there."""
     import jax
     import jax.numpy as jnp
@@ -195,7 +205,7 @@ def _simulate(args: SimulateArgs, model, params, ds, part: Path) -> None:
         os.replace(part / (TABLE + ".tmp"), part / TABLE)
         m = stream.finalize(acc)
         summary = {
-            "model_dir": str(args.checkpoint.resolve()), "data_dir": str(Path(ds.path).resolve()),
+            "model_dir": str(model_dir.resolve()), "data_dir": str(Path(ds.path).resolve()),
             "integrator": md.integrator, "temperature_k": md.temperature_k,
             "dt_fs": md.dt_fs, "tolerance_angstrom": md.tolerance_angstrom,
             "frame_interval_fs": md.frame_interval_fs, "seed": args.seed,
@@ -252,12 +262,17 @@ def _simulate(args: SimulateArgs, model, params, ds, part: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = parse(SimulateArgs, argv, "stablejax simulate")
-    model, params, ds = load_inputs(args.checkpoint, args.data, "--checkpoint")
-    out = args.out or args.checkpoint / "simulate"
+    scale = peek(argv).scale
+    args = parse(SimulateArgs, argv, "stablejax simulate",
+                 default=SimulateArgs(scale=scale, **EVAL_SIZES[scale]))
+    model_dir = resolve_run(args.model, "--model", ("pretrain", "stable"),
+                            what="model directory")
+    model, params, ds = load_inputs(model_dir, args.data, "--model")
+    args = dataclasses.replace(args, md=md_for_system(args.md, ds.system, argv))
+    out = args.out or model_dir / "simulate"
     settings = {k: v for k, v in dataclasses.asdict(args).items()
-                if k not in ("checkpoint", "data", "out", "overwrite")}
-    record = inputs_record("simulate", settings, args.checkpoint, params, ds)
+                if k not in ("model", "scale", "data", "out", "overwrite")}
+    record = inputs_record("simulate", settings, model_dir, params, ds)
     status = open_out(out, record, (SUMMARY, INPUTS, TABLE, *TRAJ.values()), args.overwrite)
     if status == "finished":
         print((out / SUMMARY).read_text())
@@ -266,7 +281,7 @@ def main(argv: list[str]) -> int:
     fpc, n_chunks = args.chunks
     try:
         if status != "complete":
-            _simulate(args, model, params, ds, out / PARTIAL)
+            _simulate(args, model_dir, model, params, ds, out / PARTIAL)
         promote(out, (TABLE, TRAJ[args.format]),
                 tuple(v for k, v in TRAJ.items() if k != args.format))
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,7 +39,8 @@ SPLITS = ("train", "val", "test", "reference")
 
 
 def load_dataset(path: str | Path) -> Dataset:
-    """Load a data set directory written by :func:`stablejax.data.generate.generate_dataset`.
+    """Load a data set directory written by :func:`stablejax.data.generate.generate_dataset`
+    or :func:`stablejax.data.importer.import_dataset`.
 
     Raises:
       FileNotFoundError: naming the missing file (an unfinished generation has no
@@ -101,24 +103,42 @@ def dataset_info(path: str | Path, **read_kwargs) -> dict:
             raise InputError(f"{path}: the reader options {given} are for a frames file, not a "
                              "data set directory (stored in eV / Angstrom with known keys)")
         ds = load_dataset(path)
+        sysm = ds.system
         out = {
             "path": str(path),
-            "system": ds.system.name,
-            "n_atoms": ds.system.n_atoms,
-            "n_bonds": int(len(ds.system.bonds)),
-            "temperature_k": ds.system.temperature_k,
-            "timestep_fs": ds.system.timestep_fs,
+            "system": sysm.name,
+            "formula": _formula(ds.train),
+            "n_atoms": sysm.n_atoms,
+            "species": dict(Counter(ds.train.symbols)),
+            "n_bonds": int(len(sysm.bonds)),
+            "bond_types": _bond_types(ds.train.symbols, sysm.bonds),
+            "smiles": sysm.smiles,
+            "charge": sysm.charge,
+            "multiplicity": sysm.multiplicity,
+            "temperature_k": sysm.temperature_k,
+            "timestep_fs": sysm.timestep_fs,
             "frames": {k: getattr(ds, k).n_frames for k in SPLITS},
             "reference_interval_fs": ds.reference_interval_fs,
+            "made_by": ("data import" if (path / "import.json").exists() else
+                        "data generate" if (path / "settings.json").exists() else "unknown"),
         }
-        for k in ("settings.json", "complete.json"):
+        if sysm.structure_sha256:
+            out["structure_sha256"] = sysm.structure_sha256
+        for k in ("settings.json", "complete.json", "import.json"):
             if (path / k).exists():
                 out[k.removesuffix(".json")] = read_json(path / k)
         out.update(_label_stats(ds.train))
+        out["label_stats"] = {k: _label_stats(getattr(ds, k)) for k in SPLITS}
         return out
     frames = read_frames(path, **read_kwargs)
     return {"path": str(path), "n_frames": frames.n_frames, "n_atoms": frames.n_atoms,
             "formula": _formula(frames), "pbc": list(frames.pbc), **_label_stats(frames)}
+
+
+def _bond_types(symbols: list[str], bonds: np.ndarray) -> dict[str, int]:
+    """Bond counts by element pair, e.g. {'C-H': 5, 'C-C': 1}."""
+    pairs = ("-".join(sorted((symbols[i], symbols[j]))) for i, j in np.asarray(bonds).tolist())
+    return dict(sorted(Counter(pairs).items()))
 
 
 def _formula(frames: Frames) -> str:

@@ -1,12 +1,14 @@
 """Offline quantum reference data: GFN2-xTB (tblite) Langevin MD of a molecule.
 
-Recipe (docs/reference-data.md): RDKit structure from SMILES, GFN2 optimisation, then
-``n_trajectories`` independent ASE Langevin trajectories (different seeds) at the molecule's
-temperature (500 K for aspirin and Ac-Ala3-NHMe), timestep 0.5 fs, friction 0.01/fs, with an
-equilibration that is discarded; frames every ``sample_every`` steps. Train and validation frames
-come from the first ``n_trajectories - n_test_trajectories`` trajectories, test frames from the
-others, so test frames share no trajectory segment with training. One more long trajectory, the
-*reference trajectory*, gives observable targets (h(r), bond-length distributions).
+Recipe (docs/reference-data.md): RDKit structure from SMILES (or the user's 3-D structure
+file), GFN2 optimisation with a check that it kept the input's bonds, then ``n_trajectories``
+independent ASE Langevin trajectories (different seeds) at the molecule's temperature (500 K
+for aspirin, Ac-Ala3-NHMe and by default the user's molecules), timestep 0.5 fs, friction
+0.01/fs, with an equilibration that is discarded; frames every ``sample_every`` steps. Train and
+validation frames come from the first ``n_trajectories - n_test_trajectories`` trajectories, test
+frames from the others, so test frames share no trajectory segment with training. One more long
+trajectory, the *reference trajectory*, gives observable targets (h(r), bond-length
+distributions).
 
 Every trajectory is cut into chunks of ``chunk_frames`` frames. A chunk starts from the saved end
 state of the previous one, with a fresh ASE Langevin integrator, a fresh tblite calculator and
@@ -18,8 +20,6 @@ frames of an uninterrupted one. The output directory is keyed by a hash of the s
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -28,7 +28,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -43,113 +42,34 @@ from stablejax.data.md_jobs import (  # noqa: F401  (run_trajectory re-exported)
     plan_jobs,
     run_trajectory,
 )
+from stablejax.data.gen_config import SCALES, GenerationConfig, scale_config  # noqa: F401
+from stablejax.data.molecule import check_topology
 from stablejax.data.paths import resolve_data_dir
-from stablejax.data.systems import get_molecule, make_system
+from stablejax.data.systems import make_system
+from stablejax.errors import InputError
 
 # io/ sits above data/ (it builds ``Frames``): data imports io only inside functions.
 
 log = logging.getLogger(__name__)
 
-#: Sizes per scale (docs/method.md §10.4, docs/reference-data.md): train, val, test frames;
-#: reference trajectory (ps); equilibration per trajectory (ps).
-SCALES = {
-    "demo": dict(n_train=200, n_val=50, n_test=100, reference_ps=2.0, equilibration_ps=0.5),
-    "cpu": dict(n_train=950, n_val=50, n_test=500, reference_ps=20.0, equilibration_ps=2.0),
-    "paper": dict(n_train=950, n_val=50, n_test=1000, reference_ps=100.0, equilibration_ps=2.0),
-}
-_SYSTEM_SCALES = {
-    ("ac-ala3-nhme", "cpu"): dict(n_train=1000, n_val=100, n_test=300, reference_ps=10.0),
-    ("ac-ala3-nhme", "paper"): dict(n_train=14894, n_val=2127, n_test=1000),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationConfig:
-    """Settings of a generated data set; all of them enter the cache hash.
-
-    Attributes:
-      system: built-in molecule name (``stablejax.data.systems.BUILTIN_MOLECULES``).
-      n_train, n_val, n_test: frames per split.
-      reference_ps: length of the reference trajectory, ps.
-      equilibration_ps: discarded start of every trajectory, ps.
-      temperature_k: K (None: the molecule's default, 500 K for aspirin/Ac-Ala3-NHMe).
-      timestep_fs: fs (None: the molecule's default, 0.5 fs).
-      friction_per_fs: Langevin friction, 1/fs.
-      sample_every: MD steps between training-pool frames (20 = 10 fs at 0.5 fs).
-      reference_sample_every: MD steps between reference-trajectory frames.
-      n_trajectories: independent training-pool trajectories; the last
-        ``n_test_trajectories`` of them give the test split.
-      chunk_frames: frames per resumable chunk.
-      seed: seed of everything (structure embedding, velocities, noise, splits).
-    """
-
-    system: str
-    n_train: int = 200
-    n_val: int = 50
-    n_test: int = 100
-    reference_ps: float = 2.0
-    equilibration_ps: float = 2.0
-    temperature_k: float | None = None
-    timestep_fs: float | None = None
-    friction_per_fs: float = 0.01
-    sample_every: int = 20
-    reference_sample_every: int = 10
-    n_trajectories: int = 8
-    n_test_trajectories: int = 2
-    chunk_frames: int = 25
-    seed: int = 0
-    method: str = "GFN2-xTB"
-
-    def __post_init__(self):
-        spec = get_molecule(self.system)  # raises for an unknown system
-        object.__setattr__(self, "system", spec.name)
-        if self.temperature_k is None:
-            object.__setattr__(self, "temperature_k", spec.temperature_k)
-        if self.timestep_fs is None:
-            object.__setattr__(self, "timestep_fs", spec.timestep_fs)
-        for name in ("n_train", "n_val", "n_test", "sample_every", "reference_sample_every",
-                     "chunk_frames"):
-            if getattr(self, name) < (1 if name != "n_val" else 0):
-                raise ValueError(f"GenerationConfig.{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.n_test_trajectories < self.n_trajectories:
-            raise ValueError(
-                "GenerationConfig.n_test_trajectories must be in (0, n_trajectories), got "
-                f"{self.n_test_trajectories} of {self.n_trajectories}"
-            )
-        for name in ("reference_ps", "equilibration_ps", "temperature_k", "timestep_fs",
-                     "friction_per_fs"):
-            if getattr(self, name) < 0 or (name != "equilibration_ps" and getattr(self, name) == 0):
-                raise ValueError(f"GenerationConfig.{name} must be > 0, got {getattr(self, name)}")
-
-    @property
-    def smiles(self) -> str:
-        return get_molecule(self.system).smiles
-
-    def digest(self) -> str:
-        """12-hex hash of the settings (and the SMILES), naming the cache directory."""
-        blob = json.dumps({**dataclasses.asdict(self), "smiles": self.smiles}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def scale_config(system: str, scale: str = "demo", **overrides: Any) -> GenerationConfig:
-    """The :class:`GenerationConfig` of a ``--scale {demo,cpu,paper}`` preset, with overrides."""
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
-    name = get_molecule(system).name
-    sizes = {**SCALES[scale], **_SYSTEM_SCALES.get((name, scale), {})}
-    return GenerationConfig(system=name, **{**sizes, **overrides})
-
 
 def _prepare_structure(root: Path, cfg: GenerationConfig) -> None:
+    """The GFN2-optimised structure, ``root/equilibrium.npz``, once its bonds are checked."""
     from stablejax.io.npz import save_arrays
 
     path = root / "equilibrium.npz"
     if path.exists():
         return
-    from stablejax.data.structures import embed_smiles, optimise_gfn2
+    from stablejax.data.structures import embed_smiles, optimise_gfn2, smiles_bonds
 
-    z, R0 = embed_smiles(cfg.smiles, seed=cfg.seed)
-    R = optimise_gfn2(z, R0)
+    if cfg.structure is not None:
+        z, R0, expected = cfg.structure.arrays()
+        source = f"{cfg.structure.source or 'structure'} (bonds from {cfg.structure.bonds_from})"
+    else:
+        z, R0 = embed_smiles(cfg.smiles, seed=cfg.seed)
+        expected, source = smiles_bonds(cfg.smiles), f"SMILES {cfg.smiles!r}"
+    R = optimise_gfn2(z, R0, charge=cfg.charge, multiplicity=cfg.multiplicity)
+    check_topology(z, R, expected, source)
     save_arrays(path, z=z, R=R)
 
 
@@ -171,18 +91,29 @@ def generate_dataset(
     Args:
       cfg: the settings.
       data_dir: cache root.
-      n_workers: processes running trajectories in parallel (default: all cores, at most the
-        number of trajectories); 1 runs in this process. tblite runs single-threaded in each.
+      n_workers: processes running trajectories in parallel (default None: all cores, at most
+        the number of trajectories); 1 runs in this process. tblite runs single-threaded in each.
       progress: ``progress(done_chunks, total_chunks, info)``, called as chunks finish.
+
+    Raises:
+      InputError: ``n_workers`` < 1; the optimised structure's bonds differ from the input's
+        (:func:`stablejax.data.molecule.check_topology`; nothing is kept then).
     """
+    if n_workers is not None and (isinstance(n_workers, bool) or n_workers < 1):
+        raise InputError(f"n_workers (--workers) must be >= 1 (or None for all cores), got "
+                         f"{n_workers!r}")
     root = resolve_data_dir(data_dir) / cfg.system / f"{cfg.system}-{cfg.digest()}"
     if (root / "complete.json").exists():
         return root
     root.mkdir(parents=True, exist_ok=True)
-    settings = {**dataclasses.asdict(cfg), "smiles": cfg.smiles, "digest": cfg.digest()}
+    settings = {**cfg.record(), "digest": cfg.digest()}
     (root / "settings.json").write_text(json.dumps(settings, indent=1))
     t0 = time.perf_counter()
-    _prepare_structure(root, cfg)
+    try:
+        _prepare_structure(root, cfg)
+    except InputError:
+        _remove_if_only_settings(root)
+        raise
 
     jobs = plan_jobs(cfg)
     total = sum(n_chunks(j, cfg.chunk_frames) for j in jobs)
@@ -193,7 +124,8 @@ def generate_dataset(
             if chunk_path(root, j, c).exists()
         )
 
-    n_workers = n_workers or min(os.cpu_count() or 1, len(jobs))
+    if n_workers is None:
+        n_workers = min(os.cpu_count() or 1, len(jobs))
     info = {"stage": "gfn2-md", "system": cfg.system}
     if progress:
         progress(count_done(), total, info)
@@ -222,6 +154,17 @@ def generate_dataset(
 
     write_json(root / "complete.json", complete)  # atomic: its presence marks a finished set
     return root
+
+
+def _remove_if_only_settings(root: Path) -> None:
+    """Remove a data set directory (and its empty parent) that holds only settings.json."""
+    if [p.name for p in root.iterdir()] == ["settings.json"]:
+        (root / "settings.json").unlink()
+        root.rmdir()
+        try:
+            root.parent.rmdir()
+        except OSError:  # not empty: other data sets of the molecule
+            pass
 
 
 def _end_with_parent() -> None:
@@ -290,7 +233,7 @@ def _assemble(root: Path, cfg: GenerationConfig, jobs: list[Job]) -> None:
         "method": cfg.method,
         "code": "tblite via ASE",
         "versions": _versions(),
-        "settings": {**dataclasses.asdict(cfg), "smiles": cfg.smiles},
+        "settings": cfg.record(),
     }
     for name, frames in (("train", train), ("val", val), ("test", test)):
         write_npz(root / f"{name}.npz", frames, {**meta, "split": name})
@@ -299,7 +242,9 @@ def _assemble(root: Path, cfg: GenerationConfig, jobs: list[Job]) -> None:
     write_npz(root / "reference.npz", reference, ref_meta)
     system = make_system(
         cfg.system, z, eq, train.positions, temperature_k=cfg.temperature_k,
-        timestep_fs=cfg.timestep_fs, smiles=cfg.smiles,
+        timestep_fs=cfg.timestep_fs, smiles=cfg.smiles, charge=cfg.charge,
+        multiplicity=cfg.multiplicity,
+        structure_sha256="" if cfg.structure is None else cfg.structure.sha256(),
     )
     system.save(root / "system.json")
 

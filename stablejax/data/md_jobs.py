@@ -110,7 +110,8 @@ def run_trajectory(root: Path, cfg: GenerationConfig, job: Job, on_chunk=None) -
         else:
             atoms.set_velocities(velocities)
         atoms.set_constraint(FixCom())  # no centre-of-mass drift (ASE's recommended way)
-        atoms.calc = ase_calculator(cfg.method)
+        atoms.calc = ase_calculator(cfg.method, charge=cfg.charge,
+                                    multiplicity=cfg.multiplicity)
         md = Langevin(
             atoms,
             timestep=cfg.timestep_fs * units.fs,

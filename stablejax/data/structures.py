@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stablejax.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -18,19 +20,20 @@ def embed_smiles(smiles: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
       then hydrogens.
 
     Raises:
-      ValueError: unparsable SMILES or failed embedding.
+      InputError: unparsable SMILES or failed embedding.
     """
-    from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise ValueError(f"RDKit could not parse SMILES {smiles!r}")
-    mol = Chem.AddHs(mol)
+    from stablejax.data.molecule import parse_smiles
+
+    mol = parse_smiles(smiles)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     if AllChem.EmbedMolecule(mol, params) != 0:
-        raise ValueError(f"RDKit could not embed SMILES {smiles!r} in 3-D (seed {seed})")
+        params.useRandomCoords = True  # RDKit's advice for molecules ETKDG fails on
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise InputError(f"SMILES {smiles!r}: RDKit cannot embed it in 3-D (ETKDGv3, seed "
+                             f"{seed}, also from random coordinates)")
     if AllChem.MMFFHasAllMoleculeParams(mol):
         AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int32)
@@ -40,11 +43,11 @@ def embed_smiles(smiles: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 def smiles_bonds(smiles: str) -> np.ndarray:
     """Bond graph of a SMILES (with explicit hydrogens) as sorted [n_bonds, 2] index pairs."""
-    from rdkit import Chem
+    from stablejax.data.molecule import parse_smiles
 
-    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    mol = parse_smiles(smiles)
     pairs = sorted(tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))) for b in mol.GetBonds())
-    return np.asarray(pairs, dtype=np.int32)
+    return np.asarray(pairs, dtype=np.int32).reshape(-1, 2)
 
 
 def read_structure(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -59,9 +62,11 @@ def read_structure(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def optimise_gfn2(
-    atomic_numbers: np.ndarray, positions: np.ndarray, *, fmax: float = 0.01, steps: int = 2000
+    atomic_numbers: np.ndarray, positions: np.ndarray, *, fmax: float = 0.01, steps: int = 2000,
+    charge: int = 0, multiplicity: int = 1,
 ) -> np.ndarray:
-    """GFN2-xTB geometry optimisation (ASE BFGS) to max force ``fmax`` eV/Angstrom.
+    """GFN2-xTB geometry optimisation (ASE BFGS) to max force ``fmax`` eV/Angstrom, at total
+    ``charge`` (e) and spin ``multiplicity``.
 
     Returns:
       [n_atoms, 3] optimised positions in Angstrom.
@@ -72,7 +77,7 @@ def optimise_gfn2(
     from stablejax.data.xtb import ase_calculator
 
     atoms = Atoms(numbers=atomic_numbers, positions=positions)
-    atoms.calc = ase_calculator()
+    atoms.calc = ase_calculator(charge=charge, multiplicity=multiplicity)
     opt = BFGS(atoms, logfile=None)
     converged = opt.run(fmax=fmax, steps=steps)
     if not converged:

@@ -38,9 +38,15 @@ BUILTIN_MOLECULES = MappingProxyType(
 )
 
 
+def builtin_key(name: str) -> str:
+    """The key of ``name`` in :data:`BUILTIN_MOLECULES` (case-insensitive; '_' and '-' are
+    equivalent), whether or not it is there."""
+    return name.strip().lower().replace("_", "-")
+
+
 def get_molecule(name: str) -> MoleculeSpec:
     """Look up a built-in molecule by name (case-insensitive; '_' and '-' are equivalent)."""
-    key = name.strip().lower().replace("_", "-")
+    key = builtin_key(name)
     if key not in BUILTIN_MOLECULES:
         raise ValueError(f"unknown system {name!r}; built-in systems: {sorted(BUILTIN_MOLECULES)}")
     return BUILTIN_MOLECULES[key]
@@ -59,6 +65,10 @@ class System:
       temperature_k: temperature of the reference data, K.
       timestep_fs: timestep of the reference data, fs.
       smiles: the SMILES it was built from ('' if from coordinates).
+      charge: total charge of the molecule, e (0 in system.json files that lack it).
+      multiplicity: spin multiplicity (1 in system.json files that lack it).
+      structure_sha256: hash of the input structure file's atoms, positions and bonds ('' if
+        built from SMILES or imported).
     """
 
     name: str
@@ -69,6 +79,9 @@ class System:
     temperature_k: float
     timestep_fs: float
     smiles: str = ""
+    charge: int = 0
+    multiplicity: int = 1
+    structure_sha256: str = ""
 
     @property
     def n_atoms(self) -> int:
@@ -84,6 +97,9 @@ class System:
         return {
             "name": self.name,
             "smiles": self.smiles,
+            "charge": int(self.charge),
+            "multiplicity": int(self.multiplicity),
+            "structure_sha256": self.structure_sha256,
             "temperature_k": self.temperature_k,
             "timestep_fs": self.timestep_fs,
             "atomic_numbers": np.asarray(self.atomic_numbers).tolist(),
@@ -105,9 +121,14 @@ class System:
         missing = [k for k in _FIELDS if k not in d]
         if missing:
             raise InputError(f"{source}: missing key {missing[0]!r}")
-        for key in ("name", "smiles"):
+        for key in ("name", "smiles", "structure_sha256"):
             if not isinstance(d.get(key, ""), str):
                 raise InputError(f"{source}: {key} must be a string, got {d[key]!r:.60}")
+        for key, low in (("charge", None), ("multiplicity", 1)):
+            v = d.get(key, 0 if low is None else low)
+            if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
+                rule = "an integer" + ("" if low is None else f" >= {low}")
+                raise InputError(f"{source}: {key} must be {rule}, got {v!r:.60}")
         z = _array(d, "atomic_numbers", "iu", source)
         n_elements = len(chemical_symbols) - 1
         if z.ndim != 1 or z.size == 0 or not ((z >= 1) & (z <= n_elements)).all():
@@ -124,6 +145,9 @@ class System:
         return cls(
             name=d["name"],
             smiles=d.get("smiles", ""),
+            charge=d.get("charge", 0),
+            multiplicity=d.get("multiplicity", 1),
+            structure_sha256=d.get("structure_sha256", ""),
             temperature_k=_positive(d, "temperature_k", source),
             timestep_fs=_positive(d, "timestep_fs", source),
             atomic_numbers=z.astype(np.int32),
@@ -219,6 +243,9 @@ def make_system(
     temperature_k: float,
     timestep_fs: float,
     smiles: str = "",
+    charge: int = 0,
+    multiplicity: int = 1,
+    structure_sha256: str = "",
 ) -> System:
     """Build a :class:`System`: bonds from the equilibrium structure, reference lengths as the
     mean over ``train_positions`` [n_frames, n_atoms, 3] (the equilibrium lengths if None)."""
@@ -227,4 +254,5 @@ def make_system(
     bonds = bonds_from_structure(eq, z)
     src = eq[None] if train_positions is None else np.asarray(train_positions)
     ref = bond_lengths(src, bonds).mean(axis=0)
-    return System(name, z, eq, bonds, ref, float(temperature_k), float(timestep_fs), smiles)
+    return System(name, z, eq, bonds, ref, float(temperature_k), float(timestep_fs), smiles,
+                  int(charge), int(multiplicity), structure_sha256)

@@ -1,11 +1,20 @@
-"""Markdown report with PNG plots of an experiment run directory.
+"""Markdown report with PNG plots of any run directory stablejax writes (:func:`run_kind`).
 
-Expected layout (written by the experiments; missing parts are skipped):
+An experiment run (``experiments/``; missing parts are skipped)::
 
   RUN_DIR/pretrain/results.json          QM pre-training results
   RUN_DIR/eval_pretrained/summary.json   evaluation of the pre-trained model (+ arrays.npz)
   RUN_DIR/stable_model/stable/metrics.jsonl  StABlE training history (or RUN_DIR/stable/...)
   RUN_DIR/eval_stable/summary.json       evaluation of the StABlE model (+ arrays.npz)
+
+or such a run exported by ``scripts/export_results.sh`` (``summary.json`` holding both
+evaluations, ``pretrain_results.json``, ``stable_metrics.jsonl``). The command line's runs::
+
+  pre-training run   model.json, results.json, best/; its evaluation in eval/
+  StABlE run         model.json, stable/metrics.jsonl, final/, results.json (with
+                     pretrained_dir); its evaluation in eval/, compared with the pre-training
+                     run's eval/
+  evaluation         summary.json, arrays.npz, inputs.json (the output of ``evaluate``)
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stablejax.io.run_dir import METRICS, RESULTS, STABLE
+from stablejax.errors import InputError
+from stablejax.evaluate.report_plots import plot_evals, plot_history
+from stablejax.io.run_dir import METRICS, MODEL_SPEC, RESULTS, STABLE
 
 MODELS = (("eval_pretrained", "pre-trained"), ("eval_stable", "StABlE"))
 
@@ -133,8 +144,121 @@ def _interval_notes(evals: dict, flagged: dict[str, list[str]]) -> list[str]:
     return paras
 
 
+EVAL = "eval"  # the evaluation of a model directory written by ``stablejax evaluate``
+EXPERIMENT_PARTS = ("experiment.json", "pretrain_results.json", "pretrain/" + RESULTS,
+                    "eval_pretrained", "eval_stable", "stable_model")
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def run_kind(path: str | Path) -> str | None:
+    """What a directory holds: ``"experiment"`` (the layout of ``experiments/``, or such a run
+    exported), ``"stable"`` (a StABlE run: ``model.json`` and ``stable/``), ``"pretrain"`` (a
+    pre-training run: ``model.json``, or the ``results.json`` of one), ``"evaluation"`` (the
+    output of ``stablejax evaluate``), or None."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    if any((p / part).exists() for part in EXPERIMENT_PARTS):
+        return "experiment"
+    if (p / MODEL_SPEC).exists() or (p / STABLE / METRICS).exists():
+        return "stable" if (p / STABLE).is_dir() else "pretrain"
+    summary = _json(p / "summary.json") if (p / "summary.json").exists() else None
+    if summary is not None and "fraction_stable_whole_window" in summary:
+        return "evaluation"
+    results = _json(p / RESULTS) if (p / RESULTS).exists() else None
+    if results is not None and "test_force_mae_mev_per_angstrom" in results:
+        return "pretrain"
+    return None
+
+
+def pretrained_of(run_dir: Path) -> Path | None:
+    """The pre-training run a StABlE run started from: ``pretrained_dir`` in its
+    ``results.json``, else the directory its name ends ``-stable`` after; either only when
+    its ``model.json`` is the one the StABlE run records in ``inputs.json``."""
+    results = _json(run_dir / RESULTS) or {}
+    candidates = [Path(results["pretrained_dir"])] if results.get("pretrained_dir") else []
+    if run_dir.name.endswith("-stable"):
+        candidates.append(run_dir.with_name(run_dir.name[:-len("-stable")]))
+    spec = ((_json(run_dir / "inputs.json") or {}).get("pretrained") or {}).get("model")
+    for cand in candidates:
+        if (cand / MODEL_SPEC).exists() and (spec is None or _json(cand / MODEL_SPEC) == spec):
+            return cand
+    return None
+
+
+def _eval_settings(d: Path) -> dict:
+    from stablejax.io.inputs import flatten
+
+    return flatten((_json(d / "inputs.json") or {}).get("settings") or {})
+
+
+def _sources(run_dir: Path, kind: str):
+    """(evals {label: (summary, arrays)}, pre-training results or None, history path or None,
+    extra lines) of a run directory of ``kind``."""
+    lines, pre, hist = [], None, None
+    dirs: dict[str, Path] = {}
+    if kind == "experiment":
+        evals = {label: _load(run_dir, name) for name, label in MODELS}
+        evals = {k: v for k, v in evals.items() if v[0] is not None}
+        pre_path = _first(run_dir / "pretrain" / RESULTS, run_dir / "pretrain_results.json")
+        pre = _json(pre_path) if pre_path is not None else None
+        hist = _first(run_dir / "stable_model" / STABLE / METRICS, run_dir / STABLE / METRICS,
+                      run_dir / "stable_metrics.jsonl")
+        return evals, pre, hist, lines
+    if kind == "pretrain":
+        pre = _json(run_dir / RESULTS)
+        dirs["pre-trained"] = run_dir / EVAL
+    elif kind == "stable":
+        hist = run_dir / STABLE / METRICS
+        source = pretrained_of(run_dir)
+        if source is None:
+            lines += ["The pre-training run this StABlE run started from was not found, so the "
+                      "table has no pre-trained row.", ""]
+        else:
+            pre = _json(source / RESULTS)
+            lines += [f"StABlE run of the pre-trained model `{source}`.", ""]
+            dirs["pre-trained"] = source / EVAL
+        dirs["StABlE"] = run_dir / EVAL
+        if (_json(run_dir / RESULTS) or {}).get("learning_epochs") == 0:
+            lines += ["StABlE never entered a learning phase (too few replicas went unstable): "
+                      "its parameters are the pre-trained ones.", ""]
+    else:  # evaluation
+        model_dir = Path((_json(run_dir / "inputs.json") or {}).get("model", {}).get("dir", ""))
+        label = "StABlE" if run_kind(model_dir) == "stable" else "pre-trained"
+        if model_dir.parts:
+            lines += [f"Evaluation of `{model_dir}`.", ""]
+        dirs[label] = run_dir
+    evals = {label: _load(d.parent, d.name) for label, d in dirs.items()}
+    evals = {k: v for k, v in evals.items() if v[0] is not None}
+    missing = [f"`{d.parent}`" for label, d in dirs.items() if label not in evals]
+    if missing:
+        lines += [f"Not evaluated yet: {', '.join(missing)} (`python -m stablejax evaluate "
+                  "--model RUN` writes RUN/eval).", ""]
+    if len(evals) == 2:
+        a, b = (_eval_settings(dirs[label]) for label in evals)
+        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if diff:
+            lines += ["The two evaluations were run with different settings ("
+                      + "; ".join(f"{k.rsplit('.', 1)[-1]}: {a.get(k)} vs {b.get(k)}"
+                                  for k in diff) + "): compare them with care.", ""]
+    return evals, pre, hist, lines
+
+
 def write_report(run_dir: str | Path, title: str | None = None) -> Path:
-    """Write ``RUN_DIR/report.md`` and its plots; returns the report path."""
+    """Write ``RUN_DIR/report.md`` and its plots; returns the report path. ``RUN_DIR`` is any
+    directory :func:`run_kind` knows.
+
+    Raises:
+      FileNotFoundError: ``run_dir`` is not a directory.
+      InputError: it is none of the kinds of :func:`run_kind`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,9 +267,14 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: not a run directory")
-    evals = {label: _load(run_dir, name) for name, label in MODELS}
-    evals = {k: v for k, v in evals.items() if v[0] is not None}
-    lines = [f"# {title or run_dir.name}", ""]
+    kind = run_kind(run_dir)
+    if kind is None:
+        raise InputError(f"{run_dir}: not a run stablejax writes (a pre-training or StABlE "
+                         "run, an evaluation, or an experiment run)")
+    evals, pre, hist, extra = _sources(run_dir, kind)
+    default_title = (f"{run_dir.parent.name}/{run_dir.name}" if kind == "evaluation"
+                     else run_dir.name)
+    lines = [f"# {title or default_title}", ""]
     info_path = run_dir / "experiment.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
@@ -154,12 +283,10 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                   "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in info.items()]
         lines.append("")
-    # A run directory, or a result directory exported by scripts/export_results.sh.
-    pre = _first(run_dir / "pretrain" / RESULTS, run_dir / "pretrain_results.json")
-    if pre is not None:
-        r = json.loads(pre.read_text())
-        lines += [f"QM pre-training: {r['model']} on {r['n_train']} frames, {r['epochs']} epochs "
-                  f"({r['train_wall_s']:.0f} s), best epoch {r['best_epoch']}.", ""]
+    lines += extra
+    if pre is not None and "n_train" in pre:
+        lines += [f"QM pre-training: {pre['model']} on {pre['n_train']} frames, {pre['epochs']} "
+                  f"epochs ({pre['train_wall_s']:.0f} s), best epoch {pre['best_epoch']}.", ""]
     if evals:
         lines += ["## Results", "",
                   "| model | stability time, median (ps) [95% CI] | mean (ps) [95% CI] | stable "
@@ -188,16 +315,14 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                  if v[0].get("note")]
         lines += [line for note in notes for line in (note, "")]
         if any(a for _, a in evals.values()):
-            _plot_evals(plt, run_dir, evals)
+            plot_evals(plt, run_dir, evals)
         for png, name in (("survival.png", "survival"), ("hr.png", "h(r)"),
                           ("bonds.png", "bond lengths")):
             if (run_dir / png).exists():
                 lines += [f"![{name}]({png})", ""]
-    hist = _first(run_dir / "stable_model" / STABLE / METRICS, run_dir / STABLE / METRICS,
-                  run_dir / "stable_metrics.jsonl")
-    if hist is not None and hist.read_text().strip():
+    if hist is not None and hist.exists() and hist.read_text().strip():
         records = [json.loads(x) for x in hist.read_text().splitlines() if x.strip()]
-        _plot_history(plt, run_dir, records)
+        plot_history(plt, run_dir, records)
         learn = [r for r in records if r["phase"] == "learning"]
         n_steps = sum(r.get("learning_steps", 1) for r in learn)
         steps = (f": {n_steps} SGD steps, {n_steps - len(learn)} of them on reused, "
@@ -210,64 +335,3 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def _plot_evals(plt, run_dir: Path, evals: dict) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, (s, a) in evals.items():
-        if "survival_t_ps" in a:
-            ax.step(a["survival_t_ps"], a["survival_fraction"], where="post", label=label)
-    ax.set(xlabel="simulated time (ps)", ylabel="fraction of replicas stable", ylim=(-0.02, 1.02),
-           title="Survival of replicas")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "survival.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    first = next(iter(evals.values()))[1]
-    if "h_ref" in first:
-        ax.plot(first["hr_centres"], first["h_ref"], "k", lw=2, label="reference (GFN2-xTB)")
-    for label, (s, a) in evals.items():
-        if "h_model" in a:
-            ax.plot(a["hr_centres"], a["h_model"], lw=1.2, label=label)
-    ax.set(xlabel="r (Å)", ylabel="h(r) (sum 100)", title="Interatomic distance distribution")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "hr.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    if "bond_ref" in first:
-        ax.plot(first["bond_centres"], first["bond_ref"], "k", lw=2, label="reference")
-    for label, (s, a) in evals.items():
-        if "bond_model" in a:
-            ax.plot(a["bond_centres"], a["bond_model"], lw=1.2, label=label)
-    ax.set(xlabel="bond length (Å)", ylabel="density (sum 100)", xlim=(0.8, 1.8),
-           title="Bond-length distribution (stable frames)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "bonds.png", dpi=110)
-    plt.close(fig)
-
-
-def _plot_history(plt, run_dir: Path, records: list[dict]) -> None:
-    ep = np.array([r["epoch"] for r in records])
-    learn = np.array([r["phase"] == "learning" for r in records])
-    fig, axes = plt.subplots(4, 1, figsize=(7, 8), sharex=True)
-    series = [("unstable_fraction", "unstable fraction"),
-              ("obs_loss", "h(r) loss (learning)"),
-              ("qm_loss", "QM loss (learning)"),
-              ("learning_rate", "learning rate")]
-    for ax, (key, label) in zip(axes, series):
-        y = np.array([np.nan if r.get(key) is None else r.get(key, np.nan) for r in records],
-                     float)
-        ax.plot(ep, y, "o-", ms=3)
-        ax.set_ylabel(label)
-        for e in ep[learn]:
-            ax.axvspan(e - 0.5, e + 0.5, color="orange", alpha=0.15, lw=0)
-    axes[0].set_title("StABlE training (shaded: learning epochs)")
-    axes[-1].set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(run_dir / "history.png", dpi=110)
-    plt.close(fig)

@@ -193,7 +193,7 @@ def restore_checkpoint(directory: str | Path, like: Any | None = None, step: int
         checkpoint of another model); older steps are not tried.
       CheckpointDamagedError: ``step`` is damaged, or (``step=None``) every step is.
     """
-    directory = Path(directory)
+    directory = Path(directory).resolve()  # orbax restores from absolute paths only
     steps = checkpoint_steps(directory)
     if not steps:
         raise FileNotFoundError(f"{directory}: no checkpoint found")

@@ -21,6 +21,9 @@ from stablejax.models import (
 )
 
 _CONFIGS = {"schnet": SchNetConfig, "nequip": NequIPConfig}
+#: Kinds whose energy depends on the atoms only through their species (see
+#: ``ModelSpec.permutation_invariant``).
+_PERMUTATION_INVARIANT = frozenset({"schnet", "nequip"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +88,16 @@ class ModelSpec:
 
         write_json(path, self.to_json())
 
-    def check_species(self, atomic_numbers, what: str) -> None:
+    def check_species(self, atomic_numbers, what: str, *, hint: str | None = None) -> None:
         """``atomic_numbers`` (of a data set, frames or structure named ``what``) must be the
         model's atoms in the model's order: a molecule's model is bound to its atom list. A
         periodic model (``box`` set) may see another number of atoms, never other elements.
+
+        Args:
+          atomic_numbers: [n_atoms] int.
+          what: the input's name, for the message.
+          hint: the fix suggested for atoms in another order (default: reorder the atoms or
+            train a model on this order).
 
         Raises:
           InputError: naming ``what``, the first differing index and both elements.
@@ -115,7 +124,82 @@ class ModelSpec:
             raise InputError(
                 f"{what}: atom {i} is {chemical_symbols[data[i]]} but the model expects "
                 f"{chemical_symbols[model[i]]} ({bad.size} atoms differ; the model is bound to "
-                "its molecule's atom order: reorder the atoms or train a model on this order)")
+                f"its molecule's atom order: "
+                f"{hint or 'reorder the atoms or train a model on this order'})")
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        """The atomic numbers the model knows, in the order of its embedding rows."""
+        from stablejax.models import species_index
+
+        return species_index(np.asarray(self.atomic_numbers, dtype=int),
+                             self.model_config.species)[0]
+
+    @property
+    def permutation_invariant(self) -> bool:
+        """True: the energy depends on the atoms only through their species (SchNet, NequIP:
+        species-indexed embeddings and per-species shift and scale; sums over all atom pairs),
+        so atoms of one element may be listed in any order."""
+        return self.kind in _PERMUTATION_INVARIANT
+
+    def atom_permutation(self, atomic_numbers, what: str) -> np.ndarray:
+        """The order that maps a molecule listed in another atom order onto the model's.
+
+        Atoms of each element keep their relative order (a stable sort by species), so
+        ``atomic_numbers[perm] == self.atomic_numbers``; positions in the input order map to the
+        model's as ``R[perm]``, and model-order forces ``F`` back as ``F_in[perm] = F``.
+
+        Args:
+          atomic_numbers: [n_atoms] int, the input's atoms.
+          what: the input's name, for the messages.
+
+        Returns:
+          [n_atoms] int permutation.
+
+        Raises:
+          InputError: a model that is not permutation invariant, or another composition (the
+            elements whose counts differ are named).
+        """
+        from ase.data import chemical_symbols
+
+        from stablejax.errors import InputError
+
+        if not self.permutation_invariant:
+            raise InputError(f"{what}: a {self.kind} model may depend on atom indices, so atoms "
+                             "in another order cannot be mapped onto it; reorder the atoms")
+        model = np.asarray(self.atomic_numbers, dtype=int)
+        data = np.asarray(atomic_numbers, dtype=int).reshape(-1)
+        zs = sorted(set(model.tolist()) | set(data.tolist()))
+        counts = {z: (int(np.sum(data == z)), int(np.sum(model == z))) for z in zs}
+        differ = [f"{chemical_symbols[z]} {got} (model {want})"
+                  for z, (got, want) in counts.items() if got != want]
+        if differ:
+            raise InputError(f"{what}: another composition than the model's molecule: "
+                             f"{', '.join(differ)}")
+        perm = np.empty(model.size, dtype=int)
+        perm[np.argsort(model, kind="stable")] = np.argsort(data, kind="stable")
+        return perm
+
+    def for_system(self, atomic_numbers, box) -> "ModelSpec":
+        """The spec of this periodic model (same parameters) for another periodic system.
+
+        Args:
+          atomic_numbers: [n_atoms] int, the system's atoms (elements the model knows).
+          box: the system's box, JAX-MD convention (see :func:`stablejax.models.make_model`).
+
+        Raises:
+          InputError: a free-molecule model, or elements the model does not know.
+        """
+        from stablejax.errors import InputError
+
+        if self.box is None:
+            raise InputError("the model is for a free molecule (no box): it cannot be bound to "
+                             "a periodic system")
+        self.check_species(atomic_numbers, "system")
+        config = dict(self.config, species=list(self.species))  # same embedding rows
+        return dataclasses.replace(self, config=config,
+                                   atomic_numbers=tuple(int(z) for z in atomic_numbers),
+                                   box=np.asarray(box, dtype=float).tolist())
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelSpec":
