@@ -9,7 +9,7 @@ venv:
 	@scripts/bootstrap.sh dev
 
 demo: venv
-	$(PY) -m experiments.aspirin_schnet --scale demo
+	$(PY) -m experiments.ethanol_schnet --scale demo
 
 test: venv
 	$(PY) -m pytest -q

@@ -63,7 +63,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
 def test_plans_of_every_scale_build_and_training_subset_is_checked(tmp_path):
     import pytest
 
-    from experiments import ac_ala3_nhme_nequip, aspirin_schnet
+    from experiments import ac_ala3_nhme_nequip, aspirin_schnet, ethanol_schnet
     from experiments.common import limit_training_frames
     from stablejax.data.dataset import Dataset
     from stablejax.data.frames import make_frames
@@ -71,6 +71,10 @@ def test_plans_of_every_scale_build_and_training_subset_is_checked(tmp_path):
     for module in (aspirin_schnet, ac_ala3_nhme_nequip):
         for scale in ("demo", "cpu", "paper"):
             assert module.make_plan(scale).train.n_epochs > 0
+    demo = ethanol_schnet.make_plan("demo", seed=3)  # the main job
+    assert demo.system == "ethanol" and demo.train.seed == demo.evaluation.seed == 3
+    with pytest.raises(ValueError, match="demo plan only"):
+        ethanol_schnet.make_plan("cpu")
     frames = make_frames(np.zeros((10, 3, 3)), np.array([1, 1, 8]), energies=np.zeros(10),
                          forces=np.zeros((10, 3, 3)))
     ds = Dataset(None, frames, frames, frames, frames, 1.0, tmp_path)
