@@ -19,7 +19,7 @@ NOTES = (
     "StABlE nothing to correct. StABlE: the paper's MD17 settings at the data's temperature "
     "(Nose-Hoover, training tolerance 0.25 A, QM weight 10) with 16 replicas x 0.5 ps epochs, "
     "frames every 50 fs, learning from 50% unstable replicas, up to 100 epochs. Both models "
-    "get the same evaluation: Langevin at 500 K, bond tolerance 0.5 A, 128 replicas x 10 ps, "
+    "get the same evaluation: Langevin at 500 K, bond tolerance 0.5 A, 256 replicas x 10 ps, "
     "same start frames and seed.",
 )
 
@@ -43,7 +43,7 @@ def make_plan(scale: str, seed: int = 0) -> Plan:
                                   optimizer={"learning_rate": 1e-2, "plateau_patience": 10},
                                   stable_epochs=10, phases={"max_frac_unstable": 0.5},
                                   seed=seed),
-        evaluation=EvalConfig(n_replicas=128, time_ps=10.0, seed=seed),
+        evaluation=EvalConfig(n_replicas=256, time_ps=10.0, seed=seed),
         notes=NOTES)
 
 

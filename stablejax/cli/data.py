@@ -185,8 +185,17 @@ def generate(argv: list[str]) -> int:
           f"multiplicity {cfg.multiplicity}; {cfg.temperature_k:g} K, {cfg.timestep_fs:g} fs; "
           f"{cfg.n_train}/{cfg.n_val}/{cfg.n_test} train/val/test frames, "
           f"{cfg.reference_ps:g} ps reference")
-    with ProgressBar(f"{cfg.system} GFN2-xTB MD", unit="chunk") as bar:
-        path = generate_dataset(cfg, args.data_dir, n_workers=args.workers, progress=bar)
+    from ase.calculators.calculator import CalculationFailed
+
+    try:
+        with ProgressBar(f"{cfg.system} GFN2-xTB MD", unit="chunk") as bar:
+            path = generate_dataset(cfg, args.data_dir, n_workers=args.workers, progress=bar)
+    except CalculationFailed as e:
+        raise InputError(
+            f"GFN2-xTB failed during the reference MD of {cfg.system} ({str(e).strip()}); the "
+            f"finished chunks are kept. Usual causes: a time step too large for the molecule "
+            f"(--timestep-fs {cfg.timestep_fs:g}; 0.5 is the default) or a wrong --charge / "
+            "--multiplicity") from None
     complete = json.loads((path / "complete.json").read_text())
     print(f"data set: {path}")
     print(f"  wall time {complete['wall_s']:.1f} s (this run; 0 if cached), "

@@ -201,8 +201,9 @@ def _run_pool(root, cfg, jobs, n_workers, poll) -> None:
                     poll()
             except BaseException:
                 # Do not wait for running trajectories (each resumes from its last chunk).
-                pool.shutdown(wait=False, cancel_futures=True)
-                for proc in list(getattr(pool, "_processes", {}).values()):
+                procs = list((getattr(pool, "_processes", None) or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)  # sets pool._processes to None
+                for proc in procs:
                     proc.terminate()
                 raise
     finally:
