@@ -5,6 +5,10 @@ Labels: by default the energy and forces that ASE reads as calculator results (t
 ``info['energy']`` / ``arrays['forces']``. ``energy_key``/``forces_key`` name other keys
 (e.g. ``REF_energy``/``REF_forces``, the MACE convention), looked up in the same places.
 
+Periodic frames: the cell (extxyz ``Lattice=``, rows are lattice vectors, Angstrom) and ``pbc``
+are returned in :class:`Frames` (``cell`` [3, 3] when all frames share it, else [n_frames, 3,
+3]); a periodic frame without a cell, or a fully periodic one with a singular cell, is an error.
+
 A file is labelled in every frame (energies and forces) or in none: labels in some frames only,
 or energies without forces (or the reverse), are errors. A file read as unlabelled whose frames
 hold other energy- or force-like keys logs a warning naming them.
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stablejax.data.cell import check_periodic_cell
 from stablejax.data.frames import Frames, make_frames
 from stablejax.errors import InputError
 from stablejax.io.npz import convert_units, read_npz, unit_scale
@@ -82,6 +87,8 @@ def read_ase(
     E, F = _labels(path, images, energy_key, forces_key)
     pbc = images[0].get_pbc()
     cell = np.stack([a.get_cell().array for a in images]) if pbc.any() else None
+    if cell is not None and np.isfinite(cell).all():
+        check_periodic_cell(cell, pbc, str(path))
     frames = make_frames(R, z0, E, F, cell, pbc, source=str(path))
     e_scale = 1.0 if energy_unit is None else unit_scale(path, "energy", energy_unit)
     r_scale = 1.0 if length_unit is None else unit_scale(path, "length", length_unit)

@@ -7,6 +7,9 @@ Keys understood on read (first match wins):
   energies          E, energies, energy                [frames] or [frames, 1]
   forces            F, forces                          [frames, atoms, 3]
   cell / pbc        cell / lattice, pbc                optional
+                    cell [3, 3] or [frames, 3, 3], rows are lattice vectors; pbc defaults to
+                    True when a cell is given; periodic without a cell, or a singular cell,
+                    is an error
 
 The ``energy_key``/``forces_key`` arguments name other keys for the labels.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stablejax.data.cell import check_periodic_cell
 from stablejax.data.frames import Frames, check_finite, make_frames
 from stablejax.errors import InputError
 from stablejax.units import energy_unit_to_ev, length_unit_to_angstrom
@@ -97,6 +101,7 @@ def read_npz(
         None if kF is None else arrays[kF], None if kC is None else arrays[kC], pbc,
         source=str(path),
     )
+    check_periodic_cell(frames.cell, frames.pbc, str(path))
     e_scale = 1.0 if e_unit is None else unit_scale(path, "energy", e_unit)
     return convert_units(frames, e_scale, unit_scale(path, "length", r_unit), str(path))
 
