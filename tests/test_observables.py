@@ -155,6 +155,7 @@ def test_msd_vacf_diffusivity_match_numpy():
     x = np.cumsum(rng.normal(size=(40, 5, 3)), axis=0)
     m_np = np_lag_average(x, 10, lambda a, b: np.mean(np.sum((b - a) ** 2, -1)))
     np.testing.assert_allclose(msd(jnp.asarray(x), 10), m_np, rtol=1e-10)
+    np.testing.assert_allclose(msd(x, 10), m_np, rtol=1e-10)  # numpy input works too
     mask = np.array([1, 0, 1, 0, 1], bool)
     np.testing.assert_allclose(
         msd(jnp.asarray(x), 10, atom_mask=mask),

@@ -57,6 +57,45 @@ class GenerateArgs:
 
 
 @dataclasses.dataclass(frozen=True)
+class WaterArgs:
+    """Generate SPC/Fw liquid-water reference data with OpenMM (resumable, cached): a cubic
+    periodic box at 0.997 g/cm3 and 300 K (see stablejax.data.water_config for the scales)."""
+
+    molecules: int = 64
+    """H2O molecules in the box (64: edge 12.43 Angstrom, PME cutoff 6 Angstrom)."""
+    scale: Literal["demo", "cpu", "paper"] = "demo"
+    """Size preset of the splits and the reference trajectory."""
+    data_dir: Path | None = None
+    """Cache root (default: $STABLEJAX_DATA, else the user cache directory)."""
+    workers: int | None = None
+    """Parallel worker processes, >= 1 (default: all cores)."""
+    seed: int = 0
+    """Seed of the box, velocities, thermostat noise and splits."""
+
+
+def generate_water(argv: list[str]) -> int:
+    from stablejax.data.water import generate_water as run
+    from stablejax.data.water_config import water_config
+
+    args = tyro.cli(WaterArgs, args=argv, prog="stablejax data generate water")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1 (default: all cores), got {args.workers}")
+    cfg = water_config(args.scale, n_molecules=args.molecules, seed=args.seed)
+    print(f"{cfg.system}: {cfg.n_molecules} H2O (SPC/Fw, OpenMM), cubic box "
+          f"{cfg.edge_angstrom:.3f} Angstrom, PME cutoff {cfg.cutoff:g} Angstrom; "
+          f"{cfg.temperature_k:g} K, {cfg.timestep_fs:g} fs; {cfg.n_train}/{cfg.n_val}/"
+          f"{cfg.n_test} train/val/test frames, {cfg.reference_ps:g} ps reference")
+    with ProgressBar(f"{cfg.system} OpenMM MD", unit="chunk") as bar:
+        path = run(cfg, args.data_dir, n_workers=args.workers, progress=bar)
+    complete = json.loads((path / "complete.json").read_text())
+    print(f"data set: {path}")
+    print(f"  wall time {complete['wall_s']:.1f} s (0 if cached), {complete['simulated_ps']:g} ps "
+          f"simulated, {complete['ps_per_cpu_s']:.2f} ps per CPU-second, "
+          f"{complete['n_workers']} workers")
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
 class ImportArgs:
     """Import labelled trajectories of one free molecule (MD17/MD22/sGDML npz, extxyz, ASE
     .traj or any ASE format) as a data set directory. Several files: split by file (the last
@@ -170,6 +209,8 @@ def generate(argv: list[str]) -> int:
 
     from stablejax.data import generate_dataset
 
+    if argv[:1] == ["water"]:
+        return generate_water(argv[1:])
     args = tyro.cli(GenerateArgs, args=argv, prog="stablejax data generate")
     cfg = generation_config(args)
     if cfg.structure is not None:
@@ -250,6 +291,8 @@ subcommands:
                            aspirin, ac-ala3-nhme (ethanol: a small test system)
   generate --smiles S --name N | --structure FILE
                            the same for your own molecule (SMILES, or sdf/mol/pdb/xyz file)
+  generate water [--molecules N] [--scale S]
+                           SPC/Fw liquid water (periodic box, 300 K) simulated with OpenMM
   import FILE... --name N  your own labelled trajectories (MD17/MD22/sGDML npz, extxyz, ASE
                            trajectories) as a data set directory
   info PATH                summarise a data set directory or a frames file (npz, extxyz, any

@@ -69,6 +69,11 @@ class System:
       multiplicity: spin multiplicity (1 in system.json files that lack it).
       structure_sha256: hash of the input structure file's atoms, positions and bonds ('' if
         built from SMILES or imported).
+      cell: [3, 3] Angstrom, rows are lattice vectors, for a periodic system; None for a free
+        molecule (system.json: optional ``cell_angstrom``).
+      pbc: periodicity per axis (system.json: optional ``pbc``, default all False).
+      molecule_index: [n_atoms] int, the molecule of every atom; None for one molecule
+        (system.json: optional ``molecule_index``).
     """
 
     name: str
@@ -82,6 +87,9 @@ class System:
     charge: int = 0
     multiplicity: int = 1
     structure_sha256: str = ""
+    cell: np.ndarray | None = None
+    pbc: tuple[bool, bool, bool] = (False, False, False)
+    molecule_index: np.ndarray | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -106,6 +114,10 @@ class System:
             "equilibrium_positions_angstrom": np.asarray(self.equilibrium_positions).tolist(),
             "bonds": np.asarray(self.bonds).tolist(),
             "reference_bond_lengths_angstrom": np.asarray(self.reference_bond_lengths).tolist(),
+            **({} if self.cell is None else {"cell_angstrom": np.asarray(self.cell).tolist()}),
+            **({"pbc": [bool(p) for p in self.pbc]} if any(self.pbc) else {}),
+            **({} if self.molecule_index is None
+               else {"molecule_index": np.asarray(self.molecule_index).tolist()}),
         }
 
     @classmethod
@@ -142,6 +154,7 @@ class System:
             raise InputError(f"{source}: bonds must be pairs of atom indices in 0..{len(z) - 1}, "
                              f"got {bonds.tolist()!r:.80}")
         ref = _array(d, "reference_bond_lengths_angstrom", "iuf", source, shape=(len(bonds),))
+        cell, pbc, mol = _periodic_fields(d, len(z), source)
         return cls(
             name=d["name"],
             smiles=d.get("smiles", ""),
@@ -154,6 +167,9 @@ class System:
             equilibrium_positions=eq.astype(np.float64),
             bonds=bonds.astype(np.int32),
             reference_bond_lengths=ref.astype(np.float64),
+            cell=cell,
+            pbc=pbc,
+            molecule_index=mol,
         )
 
     def save(self, path: Path) -> None:
@@ -197,6 +213,27 @@ def read_json(path: Path):
     except OSError as e:
         msg = f"cannot be read ({e.strerror})"
     raise InputError(f"{path}: {msg}")
+
+
+def _periodic_fields(d: dict, n_atoms: int, source: str):
+    """The optional ``cell_angstrom``, ``pbc`` and ``molecule_index`` of a system.json."""
+    cell = None
+    if "cell_angstrom" in d:
+        from stablejax.data.periodic import check_cell
+
+        cell = check_cell(_array(d, "cell_angstrom", "iuf", source, shape=(3, 3)),
+                          source=f"{source}: cell_angstrom")
+    pbc = d.get("pbc", [False] * 3)
+    if not (isinstance(pbc, list) and len(pbc) == 3 and all(isinstance(p, bool) for p in pbc)):
+        raise InputError(f"{source}: pbc must be three booleans, got {pbc!r:.60}")
+    if any(pbc) and cell is None:
+        raise InputError(f"{source}: pbc {pbc} needs cell_angstrom (rows are lattice vectors)")
+    mol = None
+    if "molecule_index" in d:
+        mol = _array(d, "molecule_index", "iu", source, shape=(n_atoms,)).astype(np.int64)
+        if mol.min() < 0:
+            raise InputError(f"{source}: molecule_index must be >= 0")
+    return cell, tuple(pbc), mol
 
 
 def _array(d: dict, key: str, kinds: str, source: str, shape=None) -> np.ndarray:

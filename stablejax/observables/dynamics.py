@@ -33,6 +33,7 @@ def _check_series(x: Array, max_lag: int, name: str) -> None:
 
 def _lag_average(x: Array, max_lag: int, pair_fn, atom_mask: Array | None) -> Array:
     """mean over origins t and atoms of pair_fn(x[t], x[t + lag]) for lag = 0..max_lag."""
+    x = jnp.asarray(x)  # numpy input: indexed by traced lags below
     T = x.shape[0]
     t = jnp.arange(T)
     w_atom = jnp.ones(x.shape[1], x.dtype) if atom_mask is None else jnp.asarray(atom_mask, x.dtype)
