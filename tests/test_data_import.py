@@ -123,7 +123,7 @@ def test_ase_traj_with_test_and_reference_files(tmp_path):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("periodic", "periodic data sets are not supported by import yet"),
+    ("periodic", "partly periodic frames"),
     ("species", "differ from those of"),
     ("unlabelled", "no energies and forces; train frames must be labelled"),
     ("too_few", "too few to split"),
@@ -140,7 +140,7 @@ def test_import_errors(tmp_path, case, match):
     if case == "periodic":
         for im in imgs:
             im.set_cell([10.0, 10.0, 10.0])
-            im.pbc = True
+            im.pbc = (True, True, False)
         ase.io.write(path, imgs, format="extxyz")
     elif case == "species":
         files = (path, _write(tmp_path / "b.extxyz", _images(5, symbols="NH2"), "extxyz"))

@@ -97,8 +97,8 @@ def generate_water(argv: list[str]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ImportArgs:
-    """Import labelled trajectories of one free molecule (MD17/MD22/sGDML npz, extxyz, ASE
-    .traj or any ASE format) as a data set directory. Several files: split by file (the last
+    """Import labelled trajectories of one free molecule or one periodic box (MD17/MD22/sGDML
+    npz, extxyz, ASE .traj or any ASE format) as a data set directory. Several files: split by file (the last
     is the test file unless --test is given). One file: contiguous blocks, in time order:
     training, validation, a gap, then the test block at the end."""
 

@@ -1,9 +1,15 @@
-"""Turn a user's labelled trajectories of a free molecule into a data set directory.
+"""Turn a user's labelled trajectories of a free molecule or a periodic box into a data set
+directory.
 
 Inputs: sGDML/MD17/MD22 ``.npz``, extxyz or any ASE-readable trajectory
 (:func:`stablejax.io.read_frames`, with its unit and label-key options). Every file must hold
 the same atoms in the same order, energies and forces (a reference file may be unlabelled), and
-no cell or periodic boundaries.
+either no periodic boundaries (a free molecule) or pbc in all three directions with one fixed
+cell (a periodic box, e.g. liquid water). For a box, the molecules come from minimum-image bonds
+of the lowest-energy training frame (never from atom order; molecules split across the boundary
+in the file are normal), training/validation/test frames are stored wrapped by molecule and the
+reference trajectory made whole and unwrapped (for MSD and diffusivity); ``system.json`` then
+holds the cell (rows = lattice vectors, Angstrom), pbc and the molecule of every atom.
 
 Splits follow :mod:`stablejax.data.import_splits`: by file when there are several (the last one
 is the test file unless ``test_files`` are given), else contiguous blocks of the one trajectory
@@ -235,10 +241,15 @@ def _read_all(cfg: ImportConfig) -> list[Frames]:
     out: list[Frames] = []
     for path, role in cfg.roles():
         f = read_frames(path, **opts)
-        if any(f.pbc) or f.cell is not None:
-            raise InputError(f"{path}: periodic frames (pbc={list(f.pbc)}, a cell given); "
-                             "periodic data sets are not supported by import yet, only free "
-                             "molecules")
+        if any(f.pbc) and not all(f.pbc):
+            raise InputError(f"{path}: partly periodic frames (pbc={list(f.pbc)}); import takes "
+                             "free molecules (no pbc) or fully periodic boxes (pbc in all three "
+                             "directions)")
+        if all(f.pbc):
+            _check_fixed_cell(f, path)
+        if out and all(f.pbc) != all(out[0].pbc):
+            raise InputError(f"{path}: periodic and free-molecule files mixed; give files of one "
+                             "kind")
         if role != "reference" and not f.has_labels:
             raise InputError(f"{path}: no energies and forces; {role} frames must be labelled "
                              "(--energy-key/--forces-key name other keys)")
@@ -270,11 +281,15 @@ def _build(cfg: ImportConfig, frames: list[Frames], names: list[str], sha256: li
     train = splits["train"]
     k = int(np.argmin(train.energies))
     at = [(s.file, int(i)) for s in chosen["train"] for i in s.indices][k]
-    system = make_system(cfg.name, train.atomic_numbers, train.positions[k], train.positions,
-                         temperature_k=cfg.temperature_k, timestep_fs=cfg.timestep_fs)
+    if all(train.pbc):
+        splits, system = _periodic(cfg, splits, k, source=names[at[0]])
+    else:
+        system = make_system(cfg.name, train.atomic_numbers, train.positions[k], train.positions,
+                             temperature_k=cfg.temperature_k, timestep_fs=cfg.timestep_fs)
     summary = {
         "name": cfg.name,
         "formula": _formula(train),
+        "periodic": bool(all(train.pbc)),
         "n_atoms": system.n_atoms,
         "n_bonds": int(len(system.bonds)),
         "temperature_k": cfg.temperature_k,
@@ -295,16 +310,70 @@ def _build(cfg: ImportConfig, frames: list[Frames], names: list[str], sha256: li
     return {**splits, "system": system}, summary
 
 
+def _check_fixed_cell(f: Frames, path: str) -> None:
+    """A periodic file's cell: valid, and the same in every frame (constant-volume data)."""
+    from stablejax.data.periodic import check_cell
+
+    cell = check_cell(f.cell, source=str(path))
+    if cell.ndim == 3 and not np.allclose(cell, cell[0], rtol=0, atol=1e-6):
+        raise InputError(f"{path}: the cell changes between frames (constant-pressure data); "
+                         "import takes boxes of one fixed cell")
+
+
+def _periodic(cfg: ImportConfig, splits: dict, k: int, *, source: str):
+    """Periodic splits and their System: molecules from minimum-image bonds of the lowest-energy
+    training frame (never from atom order), training/validation/test frames wrapped by molecule,
+    the reference trajectory made whole and unwrapped (for MSD and diffusivity)."""
+    from stablejax.data.periodic import (
+        bonds_periodic,
+        components,
+        make_whole,
+        unwrap_trajectory,
+        wrap_by_molecule,
+    )
+    from stablejax.data.systems import System
+    from stablejax.data.topology import bond_lengths
+
+    train = splits["train"]
+    cell = np.asarray(train.cell, np.float64)
+    cell = cell if cell.ndim == 2 else cell[0]
+    z = train.atomic_numbers
+    bonds = bonds_periodic(train.positions[k], z, cell, source=source)
+    mol = components(len(z), bonds)
+    out = {}
+    for name in ("train", "val", "test"):
+        f = splits[name]
+        out[name] = f.replace(positions=wrap_by_molecule(f.positions, cell, mol, bonds=bonds))
+    ref = splits["reference"]
+    whole = make_whole(ref.positions, cell, mol, bonds=bonds)
+    out["reference"] = ref.replace(positions=np.asarray(unwrap_trajectory(whole, cell),
+                                                        np.float64))
+    eq = out["train"].positions[k]
+    lengths = bond_lengths(out["train"].positions, bonds).mean(axis=0)
+    system = System(cfg.name, z.astype(np.int32), eq, bonds.astype(np.int32), lengths,
+                    cfg.temperature_k, cfg.timestep_fs, cell=cell, pbc=(True, True, True),
+                    molecule_index=mol)
+    return out, system
+
+
 def _write(root: Path, cfg: ImportConfig, splits: dict, summary: dict) -> None:
     from stablejax.io.npz import write_npz
     from stablejax.io.run_dir import write_json
 
     meta = {"method": "imported", "name": cfg.name,
             "inputs": [i["path"] for i in summary["inputs"]]}
+    if summary.get("periodic"):
+        meta["cell_convention"] = "rows are lattice vectors, Angstrom"
+        wrapped = {"positions": "wrapped by molecule: whole molecules, geometric centres inside "
+                                "the cell"}
+        unwrapped = {"positions": "unwrapped: continuous trajectory (molecules whole), for MSD "
+                                  "and diffusivity"}
+    else:
+        wrapped = unwrapped = {}
     for name in ("train", "val", "test"):
-        write_npz(root / f"{name}.npz", splits[name], {**meta, "split": name})
+        write_npz(root / f"{name}.npz", splits[name], {**meta, **wrapped, "split": name})
     write_npz(root / "reference.npz", splits["reference"],
-              {**meta, "split": "reference",
+              {**meta, **unwrapped, "split": "reference",
                "frame_interval_fs": summary["reference_interval_fs"]})
     splits["system"].save(root / "system.json")
     write_json(root / IMPORT_JSON, summary)
