@@ -7,7 +7,18 @@ Systems: (a) SchNet with the paper's aspirin hyperparameters (cutoff 5 A, 64 fea
 interactions, 25 Gaussians; random-init parameters: throughput only) on the aspirin equilibrium
 structure of ``--data`` or an RDKit embedding, 500 K, dt 0.5 fs; (b) a JAX-MD Lennard-Jones fluid
 (argon sigma/epsilon/mass, fcc start, 4 k^3 atoms at reduced density 0.8, periodic box, dense
-neighbour list), T* = 1 (120 K), dt 5 fs. Both use Langevin with gamma 0.1/ps.
+neighbour list), T* = 1 (120 K), dt 5 fs; (c) ``water``: the same SchNet (cutoff 5 A) with a
+periodic dense JAX-MD neighbour list on the 64-molecule SPC/Fw box of
+:mod:`stablejax.data.water_model` (cubic, edge 12.43 A at 0.997 g/cm3; the seeded lattice box
+minimised with the SPC/Fw force field, or test frame 0 of a water data set given as ``--data``),
+300 K, dt 1 fs. All use Langevin with gamma ``--gamma-per-ps`` (default 0.1/ps). ``--data`` feeds
+the system it holds: a periodic data set the water box, any other the aspirin structure.
+
+For water, one more line gives the reference force field's own speed on the same box
+(``engine="openmm"``): SPC/Fw in OpenMM (PME, cutoff 6 A, as the water data sets), CPU platform
+on one thread (single precision), ``LangevinMiddleIntegrator`` at 300 K, 1 fs, the same gamma;
+``--openmm-steps`` steps after a warm-up, median of ``--repeats``; ``ps_per_cpu_s`` = simulated ps
+per CPU-second of this process, ``replica_steps_per_s`` per wall-second.
 
 Per (system, dtype): one ASE line (``ase.md.langevin.Langevin``, fixcm=False, with an ASE
 Calculator calling the jitted energy+forces of one replica on the same device; replica-steps/s
@@ -25,7 +36,8 @@ keys: ``steps``, ``n_atoms``, ``device``, ``model_config``, ``n_frozen`` (replic
 non-finite force: frozen by stablejax, or non-finite at the end of the ASE run; a frozen replica
 still costs a full step, so throughput stays comparable) and ``neighbor_overflow``.
 ``--quick`` (smoke test only, numbers meaningless): replicas 1 and 4, 20 steps, 5 ASE steps,
-1 repeat, 108 LJ atoms and a 1-interaction, 16-feature SchNet.
+50 OpenMM steps, 1 repeat, 108 LJ atoms and a 1-interaction, 16-feature SchNet (the water box
+keeps its 192 atoms).
 """
 
 from __future__ import annotations
@@ -51,11 +63,24 @@ def build_system(name: str, dtype: str, args) -> dict:
     """Model, parameters, start structure [n_atoms, 3] and MD settings of one benchmark system."""
     from stablejax.models import SchNetConfig, lennard_jones_model, make_model
 
-    if name == "aspirin":
-        if args.data is not None:
-            from stablejax.data import load_dataset
+    hyper = (dict(n_interactions=1, hidden_features=16, n_filters=16, n_gaussians=8)
+             if args.quick else {})  # quick: tiny SchNet; else the paper's defaults
+    if name == "water":
+        from ase.data import atomic_masses
 
-            system = load_dataset(args.data).system
+        z, R_whole, edge, source = water_box(args)
+        R = np.mod(R_whole, edge)
+        cfg = SchNetConfig(param_dtype=dtype, cutoff_angstrom=5.0, **hyper)
+        model = make_model(cfg, z, box=edge)
+        return dict(model=model, params=model.init(jax.random.PRNGKey(0), jnp.asarray(R, dtype)),
+                    R=R, masses=atomic_masses[z], numbers=z, dt_fs=1.0, temperature_k=300.0,
+                    R_whole=R_whole, box=edge, label="schnet", system="water",
+                    model_config={**{k: v for k, v in cfg.__dict__.items() if k != "species"},
+                                  "box_angstrom": edge, "structure": source})
+    if name == "aspirin":
+        data = _dataset(args, periodic=False)
+        if data is not None:
+            system = data.system
             z, R, system_name = system.atomic_numbers, system.equilibrium_positions, system.name
         elif args.structure is not None:  # machines without RDKit (benchmarks/gpu_check.sh)
             import ase.io
@@ -67,8 +92,6 @@ def build_system(name: str, dtype: str, args) -> dict:
 
             z, R = embed_smiles(ASPIRIN_SMILES)
             system_name = "aspirin"
-        hyper = (dict(n_interactions=1, hidden_features=16, n_filters=16, n_gaussians=8)
-                 if args.quick else {})  # quick: tiny SchNet; else the paper's defaults
         cfg = SchNetConfig(param_dtype=dtype, **hyper)
         model = make_model(cfg, np.asarray(z))
         from ase.data import atomic_masses
@@ -90,6 +113,80 @@ def build_system(name: str, dtype: str, args) -> dict:
                 numbers=np.full(n, 18), dt_fs=5.0, temperature_k=ARGON["epsilon"] / 8.617333e-5,
                 box=box, label="lennard_jones", system="lj_fluid",
                 model_config={"n_atoms": n, "box_angstrom": box})
+
+
+def _dataset(args, periodic: bool):
+    """The ``--data`` data set if it holds a periodic (``periodic``) or free system, else None."""
+    if args.data is None:
+        return None
+    from stablejax.data import load_dataset
+
+    data = load_dataset(args.data)
+    return data if (data.system.cell is not None) == periodic else None
+
+
+def water_box(args) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """The 64-molecule SPC/Fw box: atomic numbers [192], positions [192, 3] with whole
+    molecules (Angstrom; wrap them by atom for JAX-MD, not for OpenMM, whose bonds ignore the
+    periodic box), cubic edge (Angstrom) and where the positions come from.
+
+    Raises:
+      ValueError: the ``--data`` water set is not a cubic 64-molecule box ordered O, H, H.
+    """
+    from stablejax.data.water_config import WaterConfig
+    from stablejax.data.water_model import (lattice_box, make_openmm_system, minimise,
+                                            water_numbers)
+
+    cfg = WaterConfig()
+    z = water_numbers(cfg.n_molecules)[0]
+    data = _dataset(args, periodic=True)
+    if data is None:
+        edge = cfg.edge_angstrom
+        _, system = make_openmm_system(cfg.n_molecules, edge, cfg.cutoff, cfg.ewald_tolerance)
+        R = minimise(system, lattice_box(cfg.n_molecules, edge, cfg.seed))
+        source = f"minimised lattice box, seed {cfg.seed}"
+    else:
+        cell = np.asarray(data.test.cell, np.float64).reshape(-1, 3, 3)[0]
+        edge = float(cell[0, 0])
+        if (not np.allclose(cell, edge * np.eye(3))
+                or not np.array_equal(data.system.atomic_numbers, z)):
+            raise ValueError(f"{args.data}: the water benchmark needs a cubic box of "
+                             f"{cfg.n_molecules} molecules ordered O, H, H; got cell "
+                             f"{cell.tolist()} and {len(data.system.atomic_numbers)} atoms")
+        R = np.asarray(data.test.positions[0], np.float64)
+        source = f"{args.data}: test frame 0"
+    return z, R, edge, source
+
+
+def bench_openmm(s: dict, args) -> dict:
+    """SPC/Fw in OpenMM on the water box: CPU platform, one thread, LangevinMiddle."""
+    from stablejax.data.water_config import WaterConfig
+    from stablejax.data.water_model import langevin, make_context, make_openmm_system, set_state
+
+    cfg = WaterConfig()
+    _, system = make_openmm_system(cfg.n_molecules, s["box"], cfg.cutoff, cfg.ewald_tolerance)
+    integ = langevin(s["temperature_k"], args.gamma_per_ps, s["dt_fs"], 1)
+    t = time.perf_counter()
+    ctx = make_context(system, integ)
+    set_state(ctx, s["R_whole"])
+    ctx.setVelocitiesToTemperature(s["temperature_k"], 1)
+    integ.step(10)  # warm-up
+    setup_s = time.perf_counter() - t
+    wall, cpu = [], []
+    for _ in range(args.repeats):
+        t, c = time.perf_counter(), time.process_time()
+        integ.step(args.openmm_steps)
+        ctx.getState(getEnergy=True)  # waits for the steps to finish
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    ps = args.openmm_steps * s["dt_fs"] / 1000.0
+    wall_s, cpu_s = statistics.median(wall), statistics.median(cpu)
+    return dict(engine="openmm", n_replicas=1, replica_steps_per_s=args.openmm_steps / wall_s,
+                compile_s=setup_s, step_over_force_ratio=None, ps_per_cpu_s=ps / cpu_s,
+                ps_per_wall_s=ps / wall_s, steps=args.openmm_steps, n_frozen=0,
+                openmm_platform="CPU", openmm_threads=1,
+                openmm_model=f"SPC/Fw, PME cutoff {cfg.cutoff:g} A, "
+                             f"ewald tolerance {cfg.ewald_tolerance:g}")
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -218,27 +315,34 @@ def bench_stablejax(s: dict, dtype: str, n_rep: int, args) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 32, 128, 512])
-    p.add_argument("--systems", nargs="+", choices=["aspirin", "lj"], default=["aspirin", "lj"])
+    p.add_argument("--systems", nargs="+", choices=["aspirin", "lj", "water"],
+                   default=["aspirin", "lj"])
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"],
                    default=["float32", "float64"])
     p.add_argument("--steps", type=int, default=1000, help="MD steps per timed chunk")
     p.add_argument("--ase-steps", type=int, default=200, help="ASE steps per timed run")
+    p.add_argument("--openmm-steps", type=int, default=2000,
+                   help="OpenMM steps per timed run (water)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gamma-per-ps", type=float, default=0.1)
     p.add_argument("--lj-cells", type=int, default=4, help="fcc cells per side (4 k^3 atoms)")
-    p.add_argument("--data", default=None, help="data set directory with the aspirin structure")
+    p.add_argument("--data", default=None,
+                   help="data set directory: an aspirin set (its equilibrium structure) or a "
+                        "water set (its first test frame and cell)")
     p.add_argument("--structure", default=None,
                    help="aspirin structure file read by ASE (e.g. benchmarks/aspirin.xyz, the "
                         "RDKit embedding of the default run) instead of embedding it with RDKit")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     args = p.parse_args(argv)
     if args.quick:  # tiny defaults; options given explicitly still win
-        p.set_defaults(replicas=[1, 4], steps=20, ase_steps=5, repeats=1, lj_cells=3)
+        p.set_defaults(replicas=[1, 4], steps=20, ase_steps=5, openmm_steps=50, repeats=1,
+                       lj_cells=3)
         args = p.parse_args(argv)
-    if args.steps < 1 or args.ase_steps < 1 or args.repeats < 1 or min(args.replicas) < 1:
-        p.error("--steps, --ase-steps, --repeats and --replicas must be >= 1")
+    if min(args.steps, args.ase_steps, args.openmm_steps, args.repeats, *args.replicas) < 1:
+        p.error("--steps, --ase-steps, --openmm-steps, --repeats and --replicas must be >= 1")
     device = jax.devices()[0]
-    for dtype in sorted(set(args.dtypes), key=["float32", "float64"].index):
+    dtypes = sorted(set(args.dtypes), key=["float32", "float64"].index)
+    for dtype in dtypes:
         if dtype == "float64":
             jax.config.update("jax_enable_x64", True)  # last, so float32 runs are unaffected
         for name in args.systems:
@@ -248,6 +352,12 @@ def main(argv=None) -> None:
                          model_config=s["model_config"], quick=args.quick)
             ase = bench_ase(s, dtype, args)
             print(json.dumps(_line(base, ase, extra)), flush=True)
+            if name == "water" and dtype == dtypes[0]:  # once: OpenMM's precision is its own
+                mm = bench_openmm(s, args)
+                mm["speedup_vs_ase"] = mm["replica_steps_per_s"] / ase["replica_steps_per_s"]
+                print(json.dumps(_line({**base, "model": "spcfw_openmm", "dtype": "float32"}, mm,
+                                       {**extra, "device": "cpu:1 thread",
+                                        "model_config": None})), flush=True)
             for n_rep in args.replicas:
                 r = bench_stablejax(s, dtype, n_rep, args)
                 r["speedup_vs_ase"] = r["replica_steps_per_s"] / ase["replica_steps_per_s"]

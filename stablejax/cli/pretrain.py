@@ -22,7 +22,10 @@ class PretrainArgs:
     again)."""
 
     system: str = "aspirin"
-    """Built-in system whose data set is generated (or found in the cache)."""
+    """Built-in system whose data set is generated (or found in the cache): a molecule, or
+    ``water`` (SPC/Fw liquid water in a periodic box, OpenMM reference data)."""
+    molecules: int = 64
+    """H2O molecules in the box (``--system water`` only; 64: edge 12.43 Angstrom)."""
     model: Literal["schnet", "nequip"] = "schnet"
     scale: Literal[SCALES] = DEFAULT_SCALE
     """Data-set size (as `stablejax data generate --scale`) and training length: demo 30
@@ -70,6 +73,8 @@ def check(args: PretrainArgs) -> None:
         raise InputError(f"--workers {args.workers}: must be >= 1 (worker processes)")
     if args.data_seed < 0:
         raise InputError(f"--data-seed {args.data_seed}: must be >= 0")
+    if args.system != "water" and args.molecules != 64:
+        raise InputError(f"--molecules {args.molecules}: applies to --system water only")
     if args.features is not None and args.model != "schnet":
         raise InputError(f"--features {args.features}: applies to SchNet only (--model "
                          f"{args.model}); NequIP's width is its hidden irreps")
@@ -89,6 +94,16 @@ def model_overrides(args: PretrainArgs) -> dict:
     return over
 
 
+def _water_data(args: PretrainArgs) -> Path:
+    """Generate (or find in the cache) the water data set of ``args``' scale."""
+    from stablejax.data.water import generate_water
+    from stablejax.data.water_config import water_config
+
+    cfg = water_config(args.scale, n_molecules=args.molecules, seed=args.data_seed)
+    with ProgressBar(f"[data] {cfg.system} OpenMM MD", unit="chunk") as bar:
+        return generate_water(cfg, args.data_dir, n_workers=args.workers, progress=bar)
+
+
 def main(argv: list[str]) -> int:
     from stablejax.cli.evaluate import parse
 
@@ -103,7 +118,9 @@ def main(argv: list[str]) -> int:
     from stablejax.data import generate_dataset, load_dataset, scale_config
     from stablejax.pipeline import pretrain_on_dataset
 
-    if args.data is None:
+    if args.data is None and args.system == "water":
+        data_path = _water_data(args)
+    elif args.data is None:
         cfg_data = scale_config(args.system, args.scale, seed=args.data_seed)
         with ProgressBar(f"[data] {cfg_data.system}", unit="chunk") as bar:
             data_path = generate_dataset(cfg_data, args.data_dir, n_workers=args.workers,

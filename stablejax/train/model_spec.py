@@ -234,6 +234,10 @@ def spec_from_data(kind: str, train: Frames, config: SchNetConfig | NequIPConfig
         avg = average_num_neighbors(train, cfg.cutoff_angstrom)
     box = None
     if any(train.pbc):
+        from stablejax.data.cell import check_cell
+
+        check_cell(train.cell, cutoff_angstrom=cfg.cutoff_angstrom,
+                   source=f"{kind} cutoff_angstrom={cfg.cutoff_angstrom:g} in the training cell")
         box = np.asarray(train.cell if train.cell.ndim == 2 else train.cell[0]).T
     return ModelSpec(kind=kind, config=dataclasses.asdict(cfg),
                      atomic_numbers=tuple(int(z) for z in train.atomic_numbers),
