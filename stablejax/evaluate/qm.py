@@ -10,6 +10,7 @@ from stablejax._types import Params
 from stablejax.data.frames import Frames
 from stablejax.models import Model
 from stablejax.models.frames import (
+    eval_batch_size,
     frame_energy_fn,
     frames_neighbor_idx,
     make_batches,
@@ -26,7 +27,8 @@ def evaluate_qm(model: Model, params: Params, frames: Frames, *, batch_size: int
       model: the potential (energy in eV).
       params: its parameters.
       frames: labelled frames (energies eV, forces eV/Angstrom).
-      batch_size: frames per compiled batch.
+      batch_size: frames per compiled batch (capped for periodic frames, see
+        :func:`stablejax.models.frames.eval_batch_size`).
       dtype: floating dtype of the positions and labels.
 
     Returns:
@@ -37,9 +39,9 @@ def evaluate_qm(model: Model, params: Params, frames: Frames, *, batch_size: int
     """
     if not frames.has_labels:
         raise ValueError("evaluate_qm needs frames with energy and force labels")
-    batches = stack_batches(make_batches(frames, batch_size, dtype=jnp.dtype(dtype),
-                                         neighbor_idx=frames_neighbor_idx(model,
-                                                                          frames.positions)))
+    nbr = frames_neighbor_idx(model, frames.positions)
+    batches = stack_batches(make_batches(frames, eval_batch_size(batch_size, nbr),
+                                         dtype=jnp.dtype(dtype), neighbor_idx=nbr))
     energy_fn = frame_energy_fn(model, frames.positions[0])
 
     @jax.jit

@@ -111,6 +111,27 @@ def predict(energy_fn: EnergyFn, params: Params, R: Array,
     return e, -g
 
 
+#: Pairs (atoms x neighbour-list slots) per evaluation batch of periodic frames: forces of one
+#: 64-molecule water frame (192 atoms x ~106 slots, SchNet 64 x 6) take ~260 MB, so an
+#: evaluation batch of 128 such frames would need ~33 GB.
+EVAL_PAIR_BUDGET = 100_000
+
+
+def eval_batch_size(requested: int, neighbor_idx: np.ndarray | None) -> int:
+    """Frames per evaluation batch: ``requested``, capped for neighbour-list frames so that a
+    batch holds at most :data:`EVAL_PAIR_BUDGET` pairs (free molecules: unchanged).
+
+    Args:
+      requested: the configured batch size.
+      neighbor_idx: [n_frames, n_atoms, capacity] (dense) or [n_frames, 2, n_pairs] (sparse)
+        neighbour lists of the frames, or None.
+    """
+    if neighbor_idx is None:
+        return int(requested)
+    pairs = int(np.prod(np.shape(neighbor_idx)[1:]))
+    return max(1, min(int(requested), EVAL_PAIR_BUDGET // max(pairs, 1)))
+
+
 def make_batches(frames: Frames, batch_size: int, order: np.ndarray | None = None,
                  dtype=jnp.float32, neighbor_idx: np.ndarray | None = None) -> list[Batch]:
     """Split frames (in ``order``) into batches of ``batch_size``, padding the last one.

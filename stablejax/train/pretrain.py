@@ -27,7 +27,7 @@ from stablejax.evaluate.qm import evaluate_qm  # noqa: F401  (re-exported)
 from stablejax.config import check_types
 from stablejax.io.run_dir import BEST, RunDir
 from stablejax.models import Model
-from stablejax.models.frames import frame_energy_fn, frames_neighbor_idx
+from stablejax.models.frames import eval_batch_size, frame_energy_fn, frames_neighbor_idx
 from stablejax.train.losses import (
     Batch,
     LossScales,
@@ -271,9 +271,9 @@ def pretrain(
                                        scales)
     # Periodic models: one neighbour list per frame, built once (frames never move here).
     train_idx = frames_neighbor_idx(state.model, train.positions)
-    val_batches = stack_batches(make_batches(val, cfg.eval_batch_size, dtype=dtype,
-                                             neighbor_idx=frames_neighbor_idx(state.model,
-                                                                              val.positions)))
+    val_idx = frames_neighbor_idx(state.model, val.positions)
+    val_batches = stack_batches(make_batches(val, eval_batch_size(cfg.eval_batch_size, val_idx),
+                                             dtype=dtype, neighbor_idx=val_idx))
     rd = RunDir(run_dir) if run_dir is not None else None
     if rd is not None:
         from stablejax.config import to_dict
