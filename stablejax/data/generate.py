@@ -184,14 +184,17 @@ def _end_with_parent() -> None:
         os._exit(1)
 
 
-def _run_pool(root, cfg, jobs, n_workers, poll) -> None:
+def _run_pool(root, cfg, jobs, n_workers, poll, run_job=run_trajectory) -> None:
+    """Run ``run_job(root, cfg, job)`` for every job in ``n_workers`` spawned processes that
+    end with this one, calling ``poll()`` about once a second; on any error or interrupt the
+    running workers are terminated (each job resumes from its last finished chunk)."""
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold JAX threads
     old = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before tblite loads
     try:
         with cf.ProcessPoolExecutor(n_workers, mp_context=ctx,
                                     initializer=_end_with_parent) as pool:
-            futures = [pool.submit(run_trajectory, root, cfg, job) for job in jobs]
+            futures = [pool.submit(run_job, root, cfg, job) for job in jobs]
             try:
                 pending = set(futures)
                 while pending:

@@ -24,11 +24,9 @@ metadata states its ``positions`` convention, ``frame_interval_fs`` and ``molecu
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import logging
 import math
-import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -193,8 +191,11 @@ def generate_water(
             run_water_job(root, cfg, job,
                           (lambda j, c: progress(count_done(), total, info)) if progress else None)
     else:
+        from stablejax.data.generate import _run_pool
+
         _run_pool(root, cfg, jobs, n_workers,
-                  lambda: progress(count_done(), total, info) if progress else None)
+                  lambda: progress(count_done(), total, info) if progress else None,
+                  run_job=run_water_job)
     t_md = time.perf_counter() - t0
     _assemble(root, cfg, jobs)
     cpu_s = sum(float(np.load(water_chunk_path(root, j, c))["cpu_s"])
@@ -210,27 +211,6 @@ def generate_water(
         "ps_per_cpu_s": simulated_ps / cpu_s if cpu_s > 0 else None,
     })
     return root
-
-
-def _run_pool(root, cfg, jobs, n_workers, poll) -> None:
-    from stablejax.data.generate import _end_with_parent
-
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_end_with_parent) as pool:
-        futures = [pool.submit(run_water_job, root, cfg, job) for job in jobs]
-        try:
-            pending = set(futures)
-            while pending:
-                finished, pending = cf.wait(pending, timeout=1.0)
-                for f in finished:
-                    f.result()
-                poll()
-        except BaseException:
-            procs = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
-                proc.terminate()
-            raise
 
 
 def _assemble(root: Path, cfg: WaterConfig, jobs: list[Job]) -> None:
