@@ -80,3 +80,89 @@ def test_evaluate_water_criterion(pretrained, water_root):
     assert np.isfinite(s["o_diffusivity_reference_1e-9_m2_per_s"])
     if s["n_stable_frames"]:
         assert set(s["rdf_mae"]) == {"O-O", "O-H", "H-H", "max"}
+
+
+def _tiny_eval_cfg():
+    from stablejax.config import MDConfig
+    from stablejax.evaluate.stability_run import EvalConfig
+
+    md = MDConfig(integrator="langevin", temperature_k=300.0, dt_fs=1.0, gamma_per_ps=1.0,
+                  frame_interval_fs=20.0, tolerance_angstrom=0.5)
+    return EvalConfig(md=md, n_replicas=2, time_ps=0.6, n_bootstrap=10, stop_fraction=1.0)
+
+
+def test_evaluate_water_resumes_bit_for_bit(pretrained, water_root, tmp_path):
+    from stablejax.evaluate.stability_run import evaluate_model
+    from stablejax.pipeline import load_model_dir
+
+    dataset = load_dataset(water_root)
+    _, model, params = load_model_dir(pretrained)
+    cfg = _tiny_eval_cfg()
+    whole = evaluate_model(model, params, dataset, cfg)
+
+    def stop_after_first_chunk(done, total, info):
+        raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(model, params, dataset, cfg, progress=stop_after_first_chunk,
+                       checkpoint_dir=ckpt)
+    resumed = evaluate_model(model, params, dataset, cfg, checkpoint_dir=ckpt)
+    assert json.dumps(resumed.summary, sort_keys=True) == json.dumps(whole.summary,
+                                                                     sort_keys=True)
+    assert set(resumed.arrays) == set(whole.arrays)
+    for k in whole.arrays:
+        np.testing.assert_array_equal(resumed.arrays[k], whole.arrays[k], err_msg=k)
+    assert {"msd_lag_ps", "msd_model", "msd_ref", "msd_ref_lag_ps", "rdf_r"} <= set(whole.arrays)
+    assert whole.arrays["msd_ref"][0] == 0 and np.all(np.diff(whole.arrays["msd_ref_lag_ps"]) > 0)
+
+
+def test_evaluate_report_and_simulate_cli_on_water(pretrained, water_root, tmp_path):
+    import ase.io
+
+    from stablejax.cli.evaluate import main as evaluate
+    from stablejax.cli.simulate import main as simulate
+    from stablejax.evaluate.report import write_report
+
+    out = tmp_path / "eval"
+    assert evaluate(["--model", str(pretrained), "--data", str(water_root), "--out", str(out),
+                     "--n-replicas", "2", "--time-ps", "0.4", "--frame-interval-fs", "20",
+                     "--n-bootstrap", "10"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    # the liquid's conditions: Langevin at the reference's friction, the data's T and step
+    assert (s["integrator"], s["temperature_k"], s["dt_fs"]) == ("langevin", 300.0, 1.0)
+    assert s["n_replicas"] == 2 and "rdf_mae" in s
+    inputs = json.loads((out / "inputs.json").read_text())
+    assert inputs["settings"]["md"]["gamma_per_ps"] == 1.0
+    report = write_report(out)
+    text = report.read_text()
+    assert "RDF MAE" in text and "O diffusivity" in text
+    for png in ("rdf.png", "msd.png", "survival.png"):
+        assert (out / png).exists(), png
+
+    sim = tmp_path / "sim"
+    assert simulate(["--model", str(pretrained), "--data", str(water_root), "--out", str(sim),
+                     "--n-replicas", "2", "--time-ps", "0.2", "--frame-interval-fs", "20"]) == 0
+    ss = json.loads((sim / "summary.json").read_text())
+    assert ss["criterion"] == "min_intermolecular_distance_angstrom"
+    assert ss["integrator"] == "langevin" and ss["hr_mae"] is None
+    frames = ase.io.read(sim / "trajectories" / "replica_0000.extxyz", index=":")
+    assert len(frames) >= 1 and all(frames[0].pbc)
+    np.testing.assert_allclose(frames[0].cell.array, load_dataset(water_root).system.cell,
+                               atol=1e-6)
+    assert "min_intermolecular_distance_angstrom" in frames[0].info
+    header = (sim / "stability.csv").read_text().splitlines()[0]
+    assert "min_intermolecular_distance_angstrom" in header
+
+
+def test_liquid_presets():
+    from stablejax.cli.scales import model_overrides, pretrain_config
+
+    cfg = pretrain_config("schnet", "demo", liquid=True)
+    assert (cfg.loss.energy_weight, cfg.loss.force_weight) == (0.001, 0.999)
+    assert pretrain_config("schnet", "demo").loss.energy_weight == 0.05
+    nequip = pretrain_config("nequip", "demo", liquid=True)
+    assert nequip.loss == pretrain_config("nequip", "demo").loss
+    assert model_overrides("schnet", "demo", liquid=True)["n_interactions"] == 3
+    assert model_overrides("schnet", "paper", liquid=True) == {}
+    assert model_overrides("schnet", "demo") == {}

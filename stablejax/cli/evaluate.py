@@ -4,7 +4,8 @@
 The flags are the fields of :class:`stablejax.evaluate.EvalConfig` and its
 :class:`stablejax.config.MDConfig` (``--dt-fs``, ``--integrator``, ``--tolerance-angstrom``,
 ...), the same names as in ``simulate`` and in config files. ``--temperature-k`` and ``--dt-fs``
-default to the data set's system (its reference data's temperature and time step). ``--scale`` sets the defaults of
+default to the data set's system (its reference data's temperature and time step; a periodic
+liquid also gets the reference's Langevin friction, 1/ps, and the scale's frame spacing). ``--scale`` sets the defaults of
 ``--n-replicas`` and ``--time-ps`` (:mod:`stablejax.cli.scales`). ``--model`` is a run name
 under ``runs/`` or a model directory (:mod:`stablejax.cli.runs`).
 
@@ -65,7 +66,8 @@ class EvaluateArgs:
     most recent finished one under runs/."""
     scale: Literal[SCALES] = DEFAULT_SCALE
     """Defaults of --n-replicas and --time-ps: demo 16 x 5 ps, cpu 32 x 25 ps, paper 256 x
-    1000 ps (the paper's)."""
+    1000 ps (the paper's); a periodic liquid (water): demo 4 x 2 ps, cpu 4 x 5 ps (a frame
+    every 100 fs), paper 5 x 1000 ps (a frame every ps), Langevin at 1/ps."""
     data: Path | None = None
     """Data set directory (default: the one in <model>/results.json or its pre-training run)."""
     out: Path | None = None
@@ -161,17 +163,42 @@ def load_inputs(model_dir: Path, data: Path | None, flag: str):
     return model, params, ds
 
 
-def md_for_system(md, system, argv: list[str]):
-    """``md`` with the temperature and time step of the data set's system where the command
-    line did not set them (``--temperature-k``, ``--dt-fs``): a model is simulated at the
-    conditions of its data unless asked otherwise."""
-    given = {a.split("=", 1)[0].rsplit(".", 1)[-1].lstrip("-") for a in argv if a.startswith("--")}
-    over = {}
-    if "temperature-k" not in given and "temperature_k" not in given:
-        over["temperature_k"] = float(system.temperature_k)
-    if "dt-fs" not in given and "dt_fs" not in given:
-        over["dt_fs"] = float(system.timestep_fs)
+def given_flags(argv: list[str]) -> set[str]:
+    """Field names set on the command line (``--dt-fs`` and ``--md.dt-fs`` -> ``dt_fs``)."""
+    return {a.split("=", 1)[0].rsplit(".", 1)[-1].lstrip("-").replace("-", "_")
+            for a in argv if a.startswith("--")}
+
+
+def md_for_system(md, system, argv: list[str], scale: str = DEFAULT_SCALE):
+    """``md`` with the conditions of the data set's system where the command line did not set
+    them: its temperature and time step (``--temperature-k``, ``--dt-fs``), and for a periodic
+    liquid the reference's Langevin friction and the scale's frame spacing
+    (:data:`stablejax.cli.scales.LIQUID_EVAL_SIZES`). A model is simulated at the conditions
+    of its data unless asked otherwise."""
+    from stablejax.cli.scales import liquid_eval_fields
+
+    given = given_flags(argv)
+    over = {"temperature_k": float(system.temperature_k), "dt_fs": float(system.timestep_fs)}
+    if any(system.pbc):
+        fields = {f.name for f in dataclasses.fields(md)}
+        over.update({k: v for k, v in liquid_eval_fields(scale).items() if k in fields})
+    over = {k: v for k, v in over.items() if k not in given}
     return dataclasses.replace(md, **over) if over else md
+
+
+def eval_for_system(cfg: EvalConfig, system, argv: list[str], scale: str) -> EvalConfig:
+    """``cfg`` (an :class:`EvalConfig`) at the conditions of the system (:func:`md_for_system`)
+    and, for a periodic liquid, the scale's replicas and time where the command line did not
+    set them."""
+    from stablejax.cli.scales import liquid_eval_fields
+
+    md = md_for_system(cfg.md, system, argv, scale)
+    over = {}
+    if any(system.pbc):
+        given = given_flags(argv)
+        over = {k: v for k, v in liquid_eval_fields(scale).items()
+                if k in ("n_replicas", "time_ps") and k not in given}
+    return dataclasses.replace(cfg, md=md, **over)
 
 
 def inputs_record(command: str, settings: dict, model_dir: Path, params, ds) -> dict:
@@ -319,7 +346,7 @@ def main(argv: list[str]) -> int:
     model_dir = resolve_run(args.model, "--model", ("pretrain", "stable"),
                             what="model directory")
     model, params, ds = load_inputs(model_dir, args.data, "--model")
-    cfg = dataclasses.replace(cfg, md=md_for_system(cfg.md, ds.system, argv))
+    cfg = eval_for_system(cfg, ds.system, argv, scale)
     out = args.out or model_dir / "eval"
     record = inputs_record("evaluate", dataclasses.asdict(cfg), model_dir, params, ds)
     status = open_out(out, record, (SUMMARY, ARRAYS, INPUTS), args.overwrite)

@@ -76,7 +76,9 @@ class SimulateArgs:
     most recent finished one under runs/."""
     scale: Literal[SCALES] = DEFAULT_SCALE
     """Defaults of --n-replicas and --time-ps: demo 16 x 5 ps, cpu 32 x 25 ps, paper 256 x
-    1000 ps."""
+    1000 ps; a periodic liquid (water) as in ``evaluate``: demo 4 x 2 ps, cpu 4 x 5 ps, paper
+    5 x 1000 ps, Langevin at 1/ps. A liquid's replicas are unstable once atoms of different
+    molecules come within 1.2 Angstrom; its frames are written with the cell."""
     md: MDConfig = EVAL_MD
     n_replicas: int = EVAL_SIZES[DEFAULT_SCALE]["n_replicas"]
     time_ps: float = EVAL_SIZES[DEFAULT_SCALE]["time_ps"]
@@ -115,18 +117,28 @@ class SimulateArgs:
         return fpc, n // fpc
 
 
-def _append_extxyz(traj_dir: Path, numbers, host: dict, dt_fs: float) -> None:
-    """Append each replica's finite (``valid``) frames of a chunk to its extxyz file."""
+def metric_name(system) -> str:
+    """What the per-frame criterion measures (the trajectory and table column name)."""
+    return ("min_intermolecular_distance_angstrom" if any(system.pbc)
+            else "max_bond_deviation_angstrom")
+
+
+def _append_extxyz(traj_dir: Path, system, host: dict, dt_fs: float) -> None:
+    """Append each replica's finite (``valid``) frames of a chunk to its extxyz file (periodic
+    systems: with the cell and pbc, atoms wrapped into the cell)."""
     import ase.io
     from ase import Atoms
 
+    numbers = np.asarray(system.atomic_numbers)
+    periodic = {"cell": np.asarray(system.cell), "pbc": system.pbc} if any(system.pbc) else {}
+    name = metric_name(system)
     for i, (valid, steps) in enumerate(zip(host["valid"], host["step"])):
         images = []
         for k in np.flatnonzero(valid):
-            a = Atoms(numbers=numbers, positions=host["positions"][i, k])
+            a = Atoms(numbers=numbers, positions=host["positions"][i, k], **periodic)
             a.info.update(time_ps=float(steps[k] * dt_fs / 1000), step=int(steps[k]),
                           unstable=bool(host["unstable"][i, k]),
-                          max_bond_deviation_angstrom=float(host["metric"][i, k]))
+                          **{name: float(host["metric"][i, k])})
             images.append(a)
         if images:
             with open(traj_dir / f"replica_{i:04d}.extxyz", "a") as f:
@@ -197,7 +209,7 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
         with open(part / (TABLE + ".tmp"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["replica", "first_unstable_time_ps", "stable_whole_run", "n_frames",
-                        "max_bond_deviation_angstrom", "start_test_frame"])
+                        metric_name(system), "start_test_frame"])
             for i in range(n_rep):
                 t = "" if fus[i] < 0 else f"{fus[i] * md.dt_fs / 1000:.6g}"
                 w.writerow([i, t, bool(fus[i] < 0), int(acc.n_frames[i]),
@@ -207,7 +219,8 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
         summary = {
             "model_dir": str(model_dir.resolve()), "data_dir": str(Path(ds.path).resolve()),
             "integrator": md.integrator, "temperature_k": md.temperature_k,
-            "dt_fs": md.dt_fs, "tolerance_angstrom": md.tolerance_angstrom,
+            "dt_fs": md.dt_fs, "criterion": metric_name(system),
+            "tolerance_angstrom": None if any(system.pbc) else md.tolerance_angstrom,
             "frame_interval_fs": md.frame_interval_fs, "seed": args.seed,
             "n_replicas": n_rep, "requested_ps": total_ps, "simulated_ps": m.window_ps,
             "finished": finished, "interrupted": interrupted, "stopped_early": stopped,
@@ -226,12 +239,12 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
                 with np.load(frames_dir / f"chunk_{c:05d}.npz") as z:
                     chunks.append({k: z[k] for k in _KEYS})
             cat = {k: np.concatenate([c[k] for c in chunks], axis=1) for k in _KEYS}
-            save_arrays(part / TRAJ["npz"], **cat, z=np.asarray(system.atomic_numbers),
+            cell = {"cell": np.asarray(system.cell)} if any(system.pbc) else {}
+            save_arrays(part / TRAJ["npz"], **cat, **cell, z=np.asarray(system.atomic_numbers),
                         time_ps=cat["step"][0] * md.dt_fs / 1000,
                         metadata=np.array(json.dumps(summary)))
         write_json(part / SUMMARY, summary)
 
-    numbers = np.asarray(system.atomic_numbers)
     done_ps = latest["chunks"] * fpc * md.frame_interval_fs / 1000
     print(f"simulating {n_rep} replicas x {total_ps:g} ps ({sim.settings.steps_per_chunk} steps "
           f"per chunk)" + (f", resuming at {done_ps:g} ps" if resume else "") + f" -> {part}")
@@ -243,7 +256,7 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
                 if args.format == "npz":
                     save_arrays(frames_dir / f"chunk_{c.index:05d}.npz", **host)
                 else:
-                    _append_extxyz(traj_dir, numbers, host, md.dt_fs)
+                    _append_extxyz(traj_dir, system, host, md.dt_fs)
                 save_stream_checkpoint(ckpt, c, {  # the commit point of the chunk
                     "extxyz_bytes": _extxyz_sizes(traj_dir, n_rep),
                     "wall_s": wall0 + time.perf_counter() - t0})
@@ -268,7 +281,15 @@ def main(argv: list[str]) -> int:
     model_dir = resolve_run(args.model, "--model", ("pretrain", "stable"),
                             what="model directory")
     model, params, ds = load_inputs(model_dir, args.data, "--model")
-    args = dataclasses.replace(args, md=md_for_system(args.md, ds.system, argv))
+    args = dataclasses.replace(args, md=md_for_system(args.md, ds.system, argv, scale))
+    if any(ds.system.pbc):  # a periodic liquid: the scale's liquid sizes where not given
+        from stablejax.cli.evaluate import given_flags
+        from stablejax.cli.scales import liquid_eval_fields
+
+        given = given_flags(argv)
+        args = dataclasses.replace(args, **{k: v for k, v in liquid_eval_fields(scale).items()
+                                            if k in ("n_replicas", "time_ps")
+                                            and k not in given})
     out = args.out or model_dir / "simulate"
     settings = {k: v for k, v in dataclasses.asdict(args).items()
                 if k not in ("model", "scale", "data", "out", "overwrite")}

@@ -251,6 +251,49 @@ def _sources(run_dir: Path, kind: str):
     return evals, pre, hist, lines
 
 
+def water_results(plt, run_dir: Path, evals: dict) -> list[str]:
+    """The results section (table, settings, plots) of water evaluations."""
+    from stablejax.evaluate.report_plots import plot_survival, plot_water
+
+    lines = ["## Results", "",
+             "| model | stability time, median (ps) | mean (ps) | stable whole window | RDF MAE "
+             "O-O / O-H / H-H (max) | O diffusivity (1e-9 m²/s) [reference] | diffusivity "
+             "error | force MAE (meV/Å) | energy MAE (meV) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, (s, _) in evals.items():
+        m = s.get("rdf_mae")
+        rdf = ("-" if not m else f"{m['O-O']:.2f} / {m['O-H']:.2f} / {m['H-H']:.2f} "
+               f"({m['max']:.2f})")
+        lines.append(
+            f"| {label} | {_fmt(s['stability_time_ps_median'])} | "
+            f"{_fmt(s['stability_time_ps_mean'])} | "
+            f"{100 * s['fraction_stable_whole_window']:.0f}% | {rdf} | "
+            f"{_fmt(s['o_diffusivity_1e-9_m2_per_s'])} "
+            f"[{_fmt(s['o_diffusivity_reference_1e-9_m2_per_s'])}] | "
+            f"{_fmt(s['o_diffusivity_error'])} | "
+            f"{_fmt(s['test_force_mae_mev_per_angstrom'], 1)} | "
+            f"{_fmt(s['test_energy_mae_mev'], 1)} |")
+    s = next(iter(evals.values()))[0]
+    lines += ["", f"Evaluation: {s['n_replicas']} replicas, {s['integrator']} at "
+              f"{s['temperature_k']:.0f} K, {s['dt_fs']:g} fs steps, {s['window_ps']:.1f} ps per "
+              f"replica, a frame every {s['frame_interval_fs']:g} fs. Unstable when the worst "
+              f"RDF MAE of a {s['rdf_window_ps']:g}-ps window ({s['rdf_window_frames']} frames) "
+              f"is >= 3.0 (MAE = {s['rdf_r_max_angstrom']:g} x mean |g - g_ref| over 0-"
+              f"{s['rdf_r_max_angstrom']:g} Å, dr {s['rdf_dr_angstrom']} Å; g_ref from the "
+              f"{s['reference_frames']} reference frames), or when atoms of different molecules "
+              "come within 1.2 Å. RDFs and diffusivities use the frames before a replica's "
+              "first failure; D = slope of the O MSD over lags "
+              f"{s['diffusivity_lag_fit_ps'][0]:g}-{s['diffusivity_lag_fit_ps'][1]:g} ps / 6 "
+              "(raw, same box as the reference).", ""]
+    if any(a for _, a in evals.values()):
+        plot_survival(plt, run_dir, evals)
+        for png in plot_water(plt, run_dir, evals):
+            lines += [f"![{png[:-4]}]({png})", ""]
+    if (run_dir / "survival.png").exists():
+        lines += ["![survival](survival.png)", ""]
+    return lines
+
+
 def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     """Write ``RUN_DIR/report.md`` and its plots; returns the report path. ``RUN_DIR`` is any
     directory :func:`run_kind` knows.
@@ -287,7 +330,10 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     if pre is not None and "n_train" in pre:
         lines += [f"QM pre-training: {pre['model']} on {pre['n_train']} frames, {pre['epochs']} "
                   f"epochs ({pre['train_wall_s']:.0f} s), best epoch {pre['best_epoch']}.", ""]
-    if evals:
+    water = bool(evals) and all("rdf_mae" in s for s, _ in evals.values())
+    if water:
+        lines += water_results(plt, run_dir, evals)
+    elif evals:
         lines += ["## Results", "",
                   "| model | stability time, median (ps) [95% CI] | mean (ps) [95% CI] | stable "
                   "whole window | h(r) MAE [95% CI] | bond-length dist. MAE | force MAE (meV/Å) "

@@ -11,6 +11,12 @@ import numpy as np
 def plot_evals(plt, run_dir: Path, evals: dict) -> None:
     """``survival.png``, ``hr.png`` and ``bonds.png`` in ``run_dir`` of evaluations
     ``{label: (summary, arrays)}``."""
+    plot_survival(plt, run_dir, evals)
+    _plot_distributions(plt, run_dir, evals)
+
+
+def plot_survival(plt, run_dir: Path, evals: dict) -> None:
+    """``survival.png`` in ``run_dir``: the fraction of replicas stable against time."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for label, (s, a) in evals.items():
         if "survival_t_ps" in a:
@@ -22,6 +28,8 @@ def plot_evals(plt, run_dir: Path, evals: dict) -> None:
     fig.savefig(run_dir / "survival.png", dpi=110)
     plt.close(fig)
 
+
+def _plot_distributions(plt, run_dir: Path, evals: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     first = next(iter(evals.values()))[1]
     if "h_ref" in first:
@@ -70,3 +78,37 @@ def plot_history(plt, run_dir: Path, records: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(run_dir / "history.png", dpi=110)
     plt.close(fig)
+
+
+def plot_water(plt, run_dir: Path, evals: dict) -> list[str]:
+    """``rdf.png`` (O-O, O-H, H-H g(r) against the reference) and ``msd.png`` (O mean squared
+    displacement against the reference's) in ``run_dir`` of water evaluations ``{label:
+    (summary, arrays)}``; returns the names written."""
+    written = []
+    first = next(iter(evals.values()))[1]
+    if "g_ref" in first and "rdf_r" in first:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+        for k, (ax, pair) in enumerate(zip(axes, ("O-O", "O-H", "H-H"))):
+            ax.plot(first["rdf_r"], first["g_ref"][k], "k", lw=2, label="reference (SPC/Fw)")
+            for label, (_, a) in evals.items():
+                if "g_model" in a:
+                    ax.plot(a["rdf_r"], a["g_model"][k], lw=1.2, label=label)
+            ax.set(xlabel="r (Å)", ylabel="g(r)", title=f"{pair} RDF (stable windows)")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / "rdf.png", dpi=110)
+        plt.close(fig)
+        written.append("rdf.png")
+    if "msd_ref" in first:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        ax.plot(first["msd_ref_lag_ps"], first["msd_ref"], "k", lw=2, label="reference (SPC/Fw)")
+        for label, (_, a) in evals.items():
+            if len(a.get("msd_model", [])) > 1:
+                ax.plot(a["msd_lag_ps"], a["msd_model"], lw=1.2, label=label)
+        ax.set(xlabel="lag (ps)", ylabel="O MSD (Å²)", title="O mean squared displacement")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / "msd.png", dpi=110)
+        plt.close(fig)
+        written.append("msd.png")
+    return written

@@ -129,10 +129,8 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
     from stablejax.evaluate.water import evaluate_water, is_periodic_liquid
 
     if is_periodic_liquid(system):
-        if checkpoint_dir is not None:
-            log.warning("the water evaluation does not resume from checkpoints yet: running "
-                        "from the start")
-        return evaluate_water(model, params, dataset, cfg, progress=progress)
+        return evaluate_water(model, params, dataset, cfg, progress=progress,
+                              checkpoint_dir=checkpoint_dir)
     frames_per_chunk, n_chunks = cfg.chunks
     spc = cfg.md.n_dump * frames_per_chunk
     sim = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk)

@@ -56,7 +56,9 @@ class StreamAcc(NamedTuple):
     b_sum: np.ndarray  # [n_rep, n_bond_bins] f64: sum of bond-length distributions
     n_stable_frames: np.ndarray  # [n_rep] f64
     n_frames: np.ndarray  # [n_rep] int64: finite (valid) frames
-    max_deviation: np.ndarray  # [n_rep] f64, Angstrom: largest criterion value of valid frames
+    max_deviation: np.ndarray  # [n_rep] f64, Angstrom: worst criterion value of valid frames
+    # (molecules: the largest bond deviation; periodic liquids: the smallest distance between
+    # atoms of different molecules)
     first_unstable_step: np.ndarray  # [n_rep] int, -1 = never
     steps_done: int  # steps simulated per replica
 
@@ -127,6 +129,10 @@ def make_stream(system: System, reference_positions, *, n_replicas: int, dt_fs: 
       dt_fs: time step, fs (stability times).
       hr: the h(r) settings (range, bin width, smearing).
     """
+    from stablejax.evaluate.water import is_periodic_liquid
+
+    if is_periodic_liquid(system):
+        return _liquid_stream(n_replicas, dt_fs)
     bonds = np.asarray(system.bonds)
     hr_fn = lambda R: distance_distribution(R, **hr.kwargs())  # noqa: E731
 
@@ -240,6 +246,36 @@ def run_stream(sim: Simulator, params: Params, state: ReplicaState, stream: Stre
     return state, acc, stopped
 
 
+def _liquid_stream(n_replicas: int, dt_fs: float) -> Stream:
+    """The reducer of a periodic liquid's simulation (``simulate``): stability times, frame
+    counts and the smallest intermolecular distance (the per-frame criterion's value); no
+    h(r) or bond-length distributions (the water evaluation has RDFs and diffusivity)."""
+
+    def init() -> StreamAcc:
+        # h_sum, b_sum: unused placeholders of one bin (orbax keeps no zero-size arrays)
+        return StreamAcc(np.zeros((n_replicas, 1)), np.zeros((n_replicas, 1)),
+                         np.zeros(n_replicas), np.zeros(n_replicas, np.int64),
+                         np.full(n_replicas, np.inf), np.full(n_replicas, -1), 0)
+
+    def update(acc: StreamAcc, state: ReplicaState, traj: Trajectory, n_steps: int) -> StreamAcc:
+        valid = np.asarray(traj.valid)
+        metric = np.where(valid, np.asarray(traj.metric), np.inf)
+        stable = np.asarray(stable_frames(state, traj))
+        return StreamAcc(acc.h_sum, acc.b_sum, acc.n_stable_frames + stable.sum(1),
+                         acc.n_frames + valid.sum(1), np.minimum(acc.max_deviation,
+                                                                 metric.min(1)),
+                         np.asarray(state.first_unstable_step), acc.steps_done + n_steps)
+
+    def finalize(acc: StreamAcc) -> StreamMetrics:
+        times_fs, censored = stability_time_fs(jnp.asarray(acc.first_unstable_step), dt_fs,
+                                               acc.steps_done)
+        return StreamMetrics(np.asarray(times_fs, np.float64) / 1000, np.asarray(censored),
+                             acc.steps_done * dt_fs / 1000, int(acc.n_stable_frames.sum()),
+                             None, None, None, None, None)
+
+    return Stream(init, update, finalize, None, None, None, None)
+
+
 def save_stream_checkpoint(directory: str | Path, chunk: Chunk, meta: dict | None = None) -> None:
     """Keep the state and sums after ``chunk`` as orbax step ``chunk.index + 1`` of
     ``directory`` (the last two steps are kept). ``meta`` (JSON-able) is stored with it and
@@ -255,13 +291,15 @@ def save_stream_checkpoint(directory: str | Path, chunk: Chunk, meta: dict | Non
                     max_to_keep=2)
 
 
-def load_stream_checkpoint(directory: str | Path, template: ReplicaState
+def load_stream_checkpoint(directory: str | Path, template: ReplicaState, acc_type=None
                            ) -> tuple[Resume, dict] | None:
     """The newest checkpoint of ``directory`` as a :class:`Resume` and its ``meta``; None when
     there is none.
 
     Args:
       template: a state of the run's simulator (``Simulator.init``'s), for the tree structure.
+      acc_type: the stream's sums (a NamedTuple of arrays and ``steps_done``; default
+        :class:`StreamAcc`).
 
     Raises:
       ValueError: the checkpoint does not fit ``template`` (another simulator or replica count).
@@ -272,6 +310,6 @@ def load_stream_checkpoint(directory: str | Path, template: ReplicaState
         return None
     tree, info = restore_checkpoint(directory)
     state = state_from_arrays(template, tree["state"], info["neighbor"])
-    acc = StreamAcc(**{k: np.asarray(v) for k, v in tree["acc"].items()},
-                    steps_done=int(info["steps_done"]))
+    acc = (acc_type or StreamAcc)(**{k: np.asarray(v) for k, v in tree["acc"].items()},
+                                  steps_done=int(info["steps_done"]))
     return Resume(int(info["chunks_done"]), state, acc, bool(info["stopped"])), info["extra"]

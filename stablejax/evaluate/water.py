@@ -30,7 +30,7 @@ import numpy as np
 
 from stablejax.data.cell import cell_heights
 from stablejax.data.systems import System
-from stablejax.observables.dynamics import diffusivity
+from stablejax.observables.dynamics import diffusivity, msd
 from stablejax.observables.rdf import (
     RDF_DR_ANGSTROM,
     RDF_R_MAX_ANGSTROM,
@@ -52,8 +52,9 @@ A2_PER_FS_TO_1E9_M2_PER_S = 1e-20 / 1e-15 / 1e-9
 
 def is_periodic_liquid(system: System) -> bool:
     """A periodic system of several molecules (water): evaluated by this module."""
-    return (system.cell is not None and any(system.pbc) and system.molecule_index is not None
-            and np.unique(system.molecule_index).size > 1)
+    cell, mol = getattr(system, "cell", None), getattr(system, "molecule_index", None)
+    return (cell is not None and any(getattr(system, "pbc", ())) and mol is not None
+            and np.unique(mol).size > 1)
 
 
 def rdf_range(cell) -> float:
@@ -89,12 +90,12 @@ def water_criteria(system: System, g_ref: np.ndarray, r_max: float):
 
 
 class WaterAcc(NamedTuple):
-    """Running sums of the water evaluation (host numpy)."""
+    """Running sums of the water evaluation (host numpy arrays: checkpointed as they are)."""
 
     g_sum: np.ndarray  # [n_rep, 3, n_bins] f64: sum of window RDFs over stable windows
     n_windows: np.ndarray  # [n_rep] int: stable windows
-    o_unwrapped: list  # per chunk [n_rep, n_frames, n_O, 3] f64 Angstrom
-    stable_window: list  # per chunk [n_rep] bool
+    o_unwrapped: np.ndarray  # [n_rep, n_frames so far, n_O, 3] f64 Angstrom
+    stable_window: np.ndarray  # [n_rep, n_windows so far] bool
     first_unstable_step: np.ndarray  # [n_rep] int, -1 = never
     steps_done: int
 
@@ -107,6 +108,8 @@ class WaterMetrics(NamedTuple):
     g_model: np.ndarray | None  # [3, n_bins] pooled over stable windows
     rdf_mae: dict | None  # {"O-O": .., "O-H": .., "H-H": .., "max": ..}
     diffusivity_per_replica: np.ndarray  # [n_rep] 1e-9 m2/s (NaN: too few stable frames)
+    msd_lag_ps: np.ndarray  # [n_lags] lags of the MSD curve, ps (0 first)
+    msd: np.ndarray  # [n_lags] O MSD, Angstrom^2, averaged over replicas with frames that long
 
 
 def make_water_stream(system: System, g_ref: np.ndarray, r_max: float, *, n_replicas: int,
@@ -123,7 +126,9 @@ def make_water_stream(system: System, g_ref: np.ndarray, r_max: float, *, n_repl
 
     def init() -> WaterAcc:
         return WaterAcc(np.zeros((n_replicas, len(WATER_PAIRS), n_bins)),
-                        np.zeros(n_replicas, np.int64), [], [], np.full(n_replicas, -1), 0)
+                        np.zeros(n_replicas, np.int64),
+                        np.zeros((n_replicas, 0, len(o_atoms), 3)),
+                        np.zeros((n_replicas, 0), bool), np.full(n_replicas, -1), 0)
 
     def update(acc: WaterAcc, state: ReplicaState, traj: Trajectory, n_steps: int) -> WaterAcc:
         fus = np.asarray(state.first_unstable_step)
@@ -131,14 +136,16 @@ def make_water_stream(system: System, g_ref: np.ndarray, r_max: float, *, n_repl
         ok = ((fus < 0) | (fus > last)) & np.asarray(traj.valid).all(1)
         g = np.asarray(window_rdfs(traj.positions), np.float64)
         g_sum = acc.g_sum + np.where(ok[:, None, None], g, 0.0)
-        o = np.asarray(traj.unwrapped_positions)[:, :, o_atoms]
-        return WaterAcc(g_sum, acc.n_windows + ok, acc.o_unwrapped + [o],
-                        acc.stable_window + [ok], fus, acc.steps_done + n_steps)
+        o = np.asarray(traj.unwrapped_positions, np.float64)[:, :, o_atoms]
+        return WaterAcc(g_sum, acc.n_windows + ok, np.concatenate([acc.o_unwrapped, o], 1),
+                        np.concatenate([acc.stable_window, ok[:, None]], 1), fus,
+                        acc.steps_done + n_steps)
 
     def finalize(acc: WaterAcc) -> WaterMetrics:
         times_fs, censored = stability_time_fs(jnp.asarray(acc.first_unstable_step), dt_fs,
                                                acc.steps_done)
-        n_fr = sum(o.shape[1] for o in acc.o_unwrapped[:1])
+        n_win = acc.stable_window.shape[1]
+        n_fr = acc.o_unwrapped.shape[1] // n_win if n_win else 0  # frames per window
         total = int(acc.n_windows.sum())
         g_model = maes = None
         if total > 0:
@@ -147,16 +154,30 @@ def make_water_stream(system: System, g_ref: np.ndarray, r_max: float, *, n_repl
             maes = {"O-O": float(per[0]), "O-H": float(per[1]), "H-H": float(per[2]),
                     "max": float(per.max())}
         d = np.full(n_replicas, np.nan)
-        if acc.o_unwrapped:
-            O = np.concatenate(acc.o_unwrapped, axis=1)  # [n_rep, T, n_O, 3]
-            stable = np.repeat(np.stack(acc.stable_window, 1), n_fr, axis=1)
+        max_lag = min(lag_frames(lag_fit_ps[1], frame_interval_fs), acc.o_unwrapped.shape[1] - 1)
+        msd_sum, msd_n = np.zeros(max(max_lag, 0) + 1), np.zeros(max(max_lag, 0) + 1)
+        if n_win:
+            O = acc.o_unwrapped  # [n_rep, T, n_O, 3]
+            stable = np.repeat(acc.stable_window, n_fr, axis=1)
             for r in range(n_replicas):
                 n_ok = int(np.argmin(stable[r])) if not stable[r].all() else stable.shape[1]
                 d[r] = fitted_diffusivity(O[r, :n_ok], frame_interval_fs, lag_fit_ps)
+                lags = min(max_lag, n_ok - 1)
+                if lags >= 1:
+                    msd_sum[:lags + 1] += np.asarray(msd(jnp.asarray(O[r, :n_ok]), lags))
+                    msd_n[:lags + 1] += 1
+        keep = msd_n > 0
         return WaterMetrics(np.asarray(times_fs, np.float64) / 1000, np.asarray(censored),
-                            acc.steps_done * dt_fs / 1000, total * n_fr, g_model, maes, d)
+                            acc.steps_done * dt_fs / 1000, total * n_fr, g_model, maes, d,
+                            np.arange(len(msd_n))[keep] * frame_interval_fs / 1000,
+                            msd_sum[keep] / msd_n[keep])
 
     return init, update, finalize
+
+
+def lag_frames(lag_ps: float, frame_interval_fs: float) -> int:
+    """A lag in ps as a whole number of frames."""
+    return int(round(lag_ps * 1000 / frame_interval_fs))
 
 
 def fitted_diffusivity(unwrapped, frame_interval_fs: float,
@@ -165,8 +186,8 @@ def fitted_diffusivity(unwrapped, frame_interval_fs: float,
     [lag_fit_ps[0], lag_fit_ps[1]] (clipped to the frames available) / 6; NaN when fewer than
     two lags fit."""
     T = len(unwrapped)
-    max_lag = min(int(round(lag_fit_ps[1] * 1000 / frame_interval_fs)), T - 1)
-    start = int(round(lag_fit_ps[0] * 1000 / frame_interval_fs))
+    max_lag = min(lag_frames(lag_fit_ps[1], frame_interval_fs), T - 1)
+    start = lag_frames(lag_fit_ps[0], frame_interval_fs)
     if max_lag < 1 or start >= max_lag:
         return float("nan")
     d = diffusivity(jnp.asarray(unwrapped), frame_interval_fs, max_lag=max_lag, method="fit",
@@ -174,13 +195,19 @@ def fitted_diffusivity(unwrapped, frame_interval_fs: float,
     return float(d) * A2_PER_FS_TO_1E9_M2_PER_S
 
 
-def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=None):
+def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=None,
+                   checkpoint_dir=None):
     """The water evaluation of ``params`` (see the module docstring); returns an
     ``EvalResult``. ``lag_fit_ps`` (default: 10 %-50 % of the run length):
-    the MSD fit range, ps."""
+    the MSD fit range, ps. ``checkpoint_dir``: keep the state and sums after every chunk and
+    resume from the newest (as :func:`stablejax.evaluate.evaluate_model`)."""
     from stablejax.evaluate.qm import evaluate_qm
     from stablejax.evaluate.stability_run import EvalResult, spread_indices
-    from stablejax.evaluate.stream import run_stream
+    from stablejax.evaluate.stream import (
+        load_stream_checkpoint,
+        run_stream,
+        save_stream_checkpoint,
+    )
     from stablejax.simulate.rollout import make_simulator
 
     system = dataset.system
@@ -209,8 +236,14 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
     start_idx = spread_indices(dataset.test.n_frames, cfg.n_replicas)
     R0 = jnp.asarray(dataset.test.positions[start_idx], dtype)
     state = sim.init(params, R0, jax.random.PRNGKey(cfg.seed))
+    resume = None
+    if checkpoint_dir is not None:
+        found = load_stream_checkpoint(checkpoint_dir, state, acc_type=WaterAcc)
+        resume = None if found is None else found[0]
 
     def on_chunk(c) -> None:
+        if checkpoint_dir is not None:
+            save_stream_checkpoint(checkpoint_dir, c)
         if progress is not None:
             done = c.acc.steps_done
             progress(done, n_chunks * spc, {"n_unstable": c.n_unstable,
@@ -218,10 +251,13 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
                                             "simulated_ps": done * cfg.md.dt_fs / 1000})
 
     state, acc, _ = run_stream(sim, params, state, stream, n_chunks=n_chunks,
-                               stop_fraction=cfg.stop_fraction, on_chunk=on_chunk)
+                               stop_fraction=cfg.stop_fraction, on_chunk=on_chunk,
+                               resume=resume)
     m = finalize(acc)
-    ref_O = np.asarray(dataset.reference.positions)[:, species == 8]
+    ref_O = reference_unwrapped_oxygens(dataset)
     d_ref = fitted_diffusivity(ref_O, dataset.reference_interval_fs, lag_fit_ps)
+    ref_lag = lag_frames(lag_fit_ps[1], dataset.reference_interval_fs)
+    ref_lag = min(ref_lag, len(ref_O) - 1)
     d_rep = m.diffusivity_per_replica
     d_model = float(np.nanmean(d_rep)) if np.isfinite(d_rep).any() else None
     summary = {
@@ -262,7 +298,18 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
                                              for t in t_grid]).mean(1)}
     if m.g_model is not None:
         arrays["g_model"] = m.g_model
+    arrays.update(rdf_r=(np.arange(g_ref.shape[1]) + 0.5) * RDF_DR_ANGSTROM,
+                  msd_lag_ps=m.msd_lag_ps, msd_model=m.msd,
+                  msd_ref_lag_ps=np.arange(ref_lag + 1) * dataset.reference_interval_fs / 1000,
+                  msd_ref=np.asarray(msd(jnp.asarray(ref_O), ref_lag)) if ref_lag >= 1
+                  else np.zeros(1))
     return EvalResult(summary, arrays)
+
+
+def reference_unwrapped_oxygens(dataset) -> np.ndarray:
+    """[n_frames, n_O, 3] unwrapped O positions of the reference trajectory, Angstrom."""
+    species = np.asarray(dataset.system.atomic_numbers)
+    return np.asarray(dataset.reference.positions)[:, species == 8]
 
 
 class _StreamLike(NamedTuple):

@@ -1,13 +1,19 @@
-"""Simulator of a model for a free molecule, with the bond-length stability criterion."""
+"""Simulator of a model for a system, with its per-frame stability criterion: bond lengths for a
+molecule, the smallest intermolecular distance for a periodic liquid."""
 
 from __future__ import annotations
+
+import jax.numpy as jnp
 
 from stablejax.config import MDConfig
 from stablejax.data.systems import System
 from stablejax.models import Model
 from stablejax.simulate.rollout import make_simulator
 from stablejax.simulate.state import Simulator
-from stablejax.stability.criteria import bond_length_criterion
+from stablejax.stability.criteria import (
+    bond_length_criterion,
+    min_intermolecular_distance_criterion,
+)
 
 
 def make_simulator_for(model: Model, system: System, md: MDConfig, *,
@@ -16,7 +22,8 @@ def make_simulator_for(model: Model, system: System, md: MDConfig, *,
 
     The model's ``displacement_fn``, ``shift_fn`` and ``neighbor_fn`` are passed on; a replica
     is unstable once a bond deviates from its reference length by more than
-    ``md.tolerance_angstrom``.
+    ``md.tolerance_angstrom`` (a periodic liquid: once atoms of different molecules come within
+    1.2 Angstrom, the paper's water training criterion).
 
     Args:
       model: the potential (energy eV).
@@ -25,8 +32,14 @@ def make_simulator_for(model: Model, system: System, md: MDConfig, *,
         tolerance (:class:`stablejax.config.MDConfig`).
       frames_per_chunk: frames per compiled chunk.
     """
-    criterion = bond_length_criterion(system.bonds, system.reference_bond_lengths,
-                                      threshold_angstrom=md.tolerance_angstrom)
+    from stablejax.evaluate.water import is_periodic_liquid
+
+    if is_periodic_liquid(system):
+        criterion = min_intermolecular_distance_criterion(system.molecule_index,
+                                                          cell=jnp.asarray(system.cell))
+    else:
+        criterion = bond_length_criterion(system.bonds, system.reference_bond_lengths,
+                                          threshold_angstrom=md.tolerance_angstrom)
     return make_simulator(model.energy_fn, masses=system.masses_amu, dt_fs=md.dt_fs,
                           n_dump=md.n_dump, integrator=md.integrator,
                           temperature_k=md.temperature_k,
