@@ -154,4 +154,80 @@ class NequIPConfig:
         return float(self.cutoff_angstrom)
 
 
-ModelConfig = SchNetConfig | NequIPConfig
+@dataclasses.dataclass(frozen=True)
+class GemNetTConfig:
+    """GemNet-T (Gasteiger et al. 2021) hyperparameters; defaults are the StABlE water model.
+
+    Attributes:
+      cutoff_angstrom: cutoff of edges and triplets (envelope and edge mask), Angstrom.
+      n_blocks: number of interaction blocks.
+      emb_size_atom: atom embedding width.
+      emb_size_edge: edge (message) embedding width.
+      emb_size_rbf: width of the projected radial basis.
+      emb_size_cbf: width of the projected spherical (triplet) basis.
+      emb_size_trip: down-projected edge width in the triplet interaction.
+      emb_size_bil_trip: output width of the bilinear triplet layer.
+      num_radial: radial basis functions (per angular order in the spherical basis).
+      num_spherical: angular orders ``l = 0..num_spherical-1`` of the spherical basis.
+      envelope_exponent: exponent p of the polynomial cutoff envelope.
+      num_before_skip: residual layers before the first skip connection.
+      num_after_skip: residual layers after it.
+      num_concat: residual layers after the atom-to-edge concatenation.
+      num_atom: residual layers in atom update and output blocks.
+      species: atomic numbers the model knows; ``None`` = those of the system.
+      param_dtype: dtype of the parameters; computation follows the dtype of the positions.
+    """
+
+    cutoff_angstrom: float = 5.0
+    n_blocks: int = 4
+    emb_size_atom: int = 128
+    emb_size_edge: int = 128
+    emb_size_rbf: int = 16
+    emb_size_cbf: int = 16
+    emb_size_trip: int = 64
+    emb_size_bil_trip: int = 64
+    num_radial: int = 6
+    num_spherical: int = 7
+    envelope_exponent: int = 5
+    num_before_skip: int = 1
+    num_after_skip: int = 2
+    num_concat: int = 1
+    num_atom: int = 3
+    species: tuple[int, ...] | None = None
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        name = type(self).__name__
+        _check_positive(name, "cutoff_angstrom", self.cutoff_angstrom, integer=False)
+        for field in ("n_blocks", "emb_size_atom", "emb_size_edge", "emb_size_rbf",
+                      "emb_size_cbf", "emb_size_trip", "emb_size_bil_trip", "num_radial",
+                      "num_spherical", "envelope_exponent"):
+            _check_positive(name, field, getattr(self, field), integer=True)
+        if self.num_spherical < 2:
+            raise ValueError(f"{name}.num_spherical must be >= 2 (an angle-free basis has no "
+                             f"triplet information), got {self.num_spherical}")
+        for field in ("num_before_skip", "num_after_skip", "num_concat", "num_atom"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name}.{field} must be a non-negative integer, got {value!r}")
+        _check_species(name, self.species)
+        _check_dtype(name, self.param_dtype)
+
+    #: Overrides of the cpu-scale model (4 A, 2 blocks, embeddings 32, bases 8, triplets 16,
+    #: one residual layer per stack).
+    CPU_SCALE = dict(cutoff_angstrom=4.0, n_blocks=2, emb_size_atom=32, emb_size_edge=32,
+                     emb_size_rbf=8, emb_size_cbf=8, emb_size_trip=16, emb_size_bil_trip=16,
+                     num_atom=1, num_after_skip=1)
+
+    @classmethod
+    def cpu_scale(cls, **overrides) -> "GemNetTConfig":
+        """The smaller GemNet-T of the cpu-scale experiments (see ``CPU_SCALE``)."""
+        return cls(**{**cls.CPU_SCALE, **overrides})
+
+    @property
+    def cutoff(self) -> float:
+        """Interaction cutoff in Angstrom (common name for all configs)."""
+        return float(self.cutoff_angstrom)
+
+
+ModelConfig = SchNetConfig | NequIPConfig | GemNetTConfig

@@ -38,7 +38,8 @@ from jax_md import partition
 
 from stablejax._types import Array, EnergyFn, Params
 from stablejax.models import neighbors as nb
-from stablejax.models.config import ModelConfig, NequIPConfig, SchNetConfig
+from stablejax.models.config import GemNetTConfig, ModelConfig, NequIPConfig, SchNetConfig
+from stablejax.models.gemnet import GemNetT
 from stablejax.models.nequip import NequIP
 from stablejax.models.schnet import SchNet
 
@@ -137,20 +138,32 @@ def _module(cfg: ModelConfig, n_species: int, avg_num_neighbors: float | None):
         return SchNet(n_species=n_species, cutoff=cfg.cutoff, hidden_features=cfg.hidden_features,
                       n_filters=cfg.n_filters, n_interactions=cfg.n_interactions,
                       n_gaussians=cfg.n_gaussians, param_dtype=dtype)
-    if isinstance(cfg, NequIPConfig):
+    if isinstance(cfg, (NequIPConfig, GemNetTConfig)):
+        what = "NequIP" if isinstance(cfg, NequIPConfig) else "GemNet-T"
         if avg_num_neighbors is None:
-            raise ValueError("NequIP needs avg_num_neighbors: compute it from the training data "
+            raise ValueError(f"{what} needs avg_num_neighbors: compute it from the training data "
                              "with stablejax.models.average_num_neighbors(frames, "
                              "cfg.cutoff_angstrom)")
         if not (np.isfinite(avg_num_neighbors) and avg_num_neighbors > 0):
             raise ValueError(
                 f"avg_num_neighbors must be a positive number, got {avg_num_neighbors}")
+    if isinstance(cfg, NequIPConfig):
         return NequIP(n_species=n_species, avg_num_neighbors=float(avg_num_neighbors),
                       r_max=cfg.cutoff, n_layers=cfg.n_layers, l_max=cfg.l_max,
                       parity=cfg.parity, hidden_irreps=cfg.hidden_irreps, n_bessel=cfg.n_bessel,
                       poly_p=cfg.poly_p, radial_hidden=cfg.radial_hidden,
                       radial_layers=cfg.radial_layers, param_dtype=dtype)
-    raise TypeError(f"cfg must be a SchNetConfig or NequIPConfig, got {type(cfg).__name__}")
+    if isinstance(cfg, GemNetTConfig):
+        return GemNetT(n_species=n_species, avg_num_neighbors=float(avg_num_neighbors),
+                       cutoff=cfg.cutoff, n_blocks=cfg.n_blocks, emb_size_atom=cfg.emb_size_atom,
+                       emb_size_edge=cfg.emb_size_edge, emb_size_rbf=cfg.emb_size_rbf,
+                       emb_size_cbf=cfg.emb_size_cbf, emb_size_trip=cfg.emb_size_trip,
+                       emb_size_bil_trip=cfg.emb_size_bil_trip, num_radial=cfg.num_radial,
+                       num_spherical=cfg.num_spherical, envelope_exponent=cfg.envelope_exponent,
+                       num_before_skip=cfg.num_before_skip, num_after_skip=cfg.num_after_skip,
+                       num_concat=cfg.num_concat, num_atom=cfg.num_atom, param_dtype=dtype)
+    raise TypeError(f"cfg must be a SchNetConfig, NequIPConfig or GemNetTConfig, got "
+                    f"{type(cfg).__name__}")
 
 
 def make_model(
@@ -165,17 +178,18 @@ def make_model(
     dr_threshold_angstrom: float = 0.5,
     capacity_multiplier: float = 1.25,
 ) -> Model:
-    """Build a SchNet or NequIP potential for one system (fixed atoms and species).
+    """Build a SchNet, NequIP or GemNet-T potential for one system (fixed atoms and species).
 
     Args:
-      cfg: :class:`SchNetConfig` or :class:`NequIPConfig`.
+      cfg: :class:`SchNetConfig`, :class:`NequIPConfig` or :class:`GemNetTConfig`.
       atomic_numbers: [n_atoms] int, the system's atoms in position order.
       box: None for a free molecule; else the periodic box in JAX-MD's convention (scalar, [3]
         or [3, 3] with lattice vectors as COLUMNS, i.e. ``frames.cell.T``), Angstrom. Each box
         width must be >= 2 x cutoff.
       energy_shift: per-atom energy shift, eV: scalar, ``{Z: eV}`` or [n_species] array.
       energy_scale: per-atom energy scale, eV: scalar, ``{Z: eV}`` or [n_species] array.
-      avg_num_neighbors: mean neighbour count within the cutoff (NequIP only, required there);
+      avg_num_neighbors: mean neighbour count within the cutoff (NequIP and GemNet-T only,
+        required there);
         see :func:`stablejax.models.average_num_neighbors`.
       neighbor_format: ``'dense'`` or ``'sparse'`` neighbour lists (periodic boxes only).
       dr_threshold_angstrom: neighbour-list skin, Angstrom (periodic boxes only).
@@ -187,13 +201,17 @@ def make_model(
 
     Raises:
       ValueError: for unknown species, bad normalisation constants, a bad box, or a missing
-        ``avg_num_neighbors`` for NequIP.
+        ``avg_num_neighbors`` for NequIP or GemNet-T.
     """
     species, index = species_index(atomic_numbers, cfg.species)
     n_atoms = int(index.shape[0])
     shift = per_species_values(energy_shift, species, "energy_shift")
     scale = per_species_values(energy_scale, species, "energy_scale")
     module = _module(cfg, len(species), avg_num_neighbors)
+    if (isinstance(cfg, GemNetTConfig) and box is not None
+            and nb.neighbor_format(neighbor_format) is not partition.NeighborListFormat.Dense):
+        raise ValueError(f"GemNet-T needs neighbor_format='dense' (its triplets and reverse edges "
+                         f"use the dense layout), got {neighbor_format!r}")
     cutoff = cfg.cutoff
     displacement_fn, shift_fn, b = nb.make_space(box, cutoff)
     periodic = b is not None

@@ -12,6 +12,7 @@ import numpy as np
 
 from stablejax.data.frames import Frames
 from stablejax.models import (
+    GemNetTConfig,
     Model,
     NequIPConfig,
     SchNetConfig,
@@ -20,10 +21,10 @@ from stablejax.models import (
     make_model,
 )
 
-_CONFIGS = {"schnet": SchNetConfig, "nequip": NequIPConfig}
+_CONFIGS = {"schnet": SchNetConfig, "nequip": NequIPConfig, "gemnet-t": GemNetTConfig}
 #: Kinds whose energy depends on the atoms only through their species (see
 #: ``ModelSpec.permutation_invariant``).
-_PERMUTATION_INVARIANT = frozenset({"schnet", "nequip"})
+_PERMUTATION_INVARIANT = frozenset({"schnet", "nequip", "gemnet-t"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +32,11 @@ class ModelSpec:
     """Everything needed to rebuild a :class:`stablejax.models.Model`.
 
     Attributes:
-      kind: 'schnet' or 'nequip'.
+      kind: 'schnet', 'nequip' or 'gemnet-t'.
       config: the architecture config's fields.
       atomic_numbers: the system's atoms, in position order.
       energy_shift: {Z: eV} per-atom shift; energy_scale: eV (from the training data).
-      avg_num_neighbors: NequIP's neighbour normalisation (from the training data).
+      avg_num_neighbors: NequIP's and GemNet-T's neighbour normalisation (training data).
       box: periodic box (JAX-MD convention) or None for a free molecule.
     """
 
@@ -137,9 +138,9 @@ class ModelSpec:
 
     @property
     def permutation_invariant(self) -> bool:
-        """True: the energy depends on the atoms only through their species (SchNet, NequIP:
-        species-indexed embeddings and per-species shift and scale; sums over all atom pairs),
-        so atoms of one element may be listed in any order."""
+        """True: the energy depends on the atoms only through their species (SchNet, NequIP,
+        GemNet-T: species-indexed embeddings and per-species shift and scale; sums over all atom
+        pairs and triplets), so atoms of one element may be listed in any order."""
         return self.kind in _PERMUTATION_INVARIANT
 
     def atom_permutation(self, atomic_numbers, what: str) -> np.ndarray:
@@ -220,17 +221,18 @@ def _warn_if_cutoff_sees_no_neighbours(cutoff_angstrom: float, train: Frames) ->
                       "sees no neighbours and every force is zero", stacklevel=3)
 
 
-def spec_from_data(kind: str, train: Frames, config: SchNetConfig | NequIPConfig | None = None,
+def spec_from_data(kind: str, train: Frames,
+                   config: SchNetConfig | NequIPConfig | GemNetTConfig | None = None,
                    **config_overrides) -> ModelSpec:
     """A :class:`ModelSpec` whose normalisation (energy shift/scale, NequIP's average neighbour
-    count) is computed from the training frames."""
+    count, also used by GemNet-T) is computed from the training frames."""
     if kind not in _CONFIGS:
         raise ValueError(f"unknown model {kind!r}; choose one of {sorted(_CONFIGS)}")
     cfg = config or _CONFIGS[kind](**config_overrides)
     _warn_if_cutoff_sees_no_neighbours(cfg.cutoff_angstrom, train)
     stats = energy_statistics(train)
     avg = None
-    if kind == "nequip":
+    if kind in ("nequip", "gemnet-t"):
         avg = average_num_neighbors(train, cfg.cutoff_angstrom)
     box = None
     if any(train.pbc):
