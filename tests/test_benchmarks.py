@@ -93,3 +93,12 @@ def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path):
     assert {r["system"] for r in md} == {"aspirin", "lj_fluid"}
     assert all(_positive(r["replica_steps_per_s"]) for r in md)
     assert len(est) == 1 and est[0]["baseline"] == "ran" and est[0]["n_atoms"] == 21
+
+
+def test_bench_gemnet_quick():
+    records = run_script("bench_gemnet.py", "--quick")
+    assert [(r["system"], r["batch"]) for r in records] == [
+        ("water", 1), ("water", 2), ("aspirin", 1), ("aspirin", 2)]
+    for r in records:
+        assert _positive(r["frames_per_s"]) and _positive(r["train_step_over_energy_force"])
+    assert records[0]["neighbour_slots"] > 0 and records[2]["neighbour_slots"] is None
