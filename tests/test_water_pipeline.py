@@ -166,3 +166,20 @@ def test_liquid_presets():
     assert model_overrides("schnet", "demo", liquid=True)["n_interactions"] == 3
     assert model_overrides("schnet", "paper", liquid=True) == {}
     assert model_overrides("schnet", "demo") == {}
+
+
+def test_gemnet_pretrains_on_water_from_the_cli(water_root, tmp_path):
+    from stablejax.cli.pretrain import main
+    from stablejax.pipeline import load_model_dir
+
+    run = tmp_path / "gemnet"
+    assert main(["--system", "water", "--model", "gemnet-t", "--data", str(water_root),
+                 "--run-dir", str(run), "--max-epochs", "1", "--n-interactions", "1",
+                 "--cutoff-angstrom", "3.0", "--batch-size", "4"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"] == "gemnet-t" and np.isfinite(results["test_force_mae_mev_per_angstrom"])
+    spec, model, _ = load_model_dir(run)
+    assert spec.kind == "gemnet-t" and spec.config["n_blocks"] == 1
+    assert spec.config["emb_size_atom"] == 32  # the cpu-sized configuration below paper scale
+    cfg = json.loads((run / "inputs.json").read_text())["config"]
+    assert cfg["loss"]["energy_weight"] == 0.001 and cfg["grad_clip_norm"] == 10.0

@@ -26,12 +26,13 @@ class PretrainArgs:
     ``water`` (SPC/Fw liquid water in a periodic box, OpenMM reference data)."""
     molecules: int = 64
     """H2O molecules in the box (``--system water`` only; 64: edge 12.43 Angstrom)."""
-    model: Literal["schnet", "nequip"] = "schnet"
+    model: Literal["schnet", "nequip", "gemnet-t"] = "schnet"
     scale: Literal[SCALES] = DEFAULT_SCALE
     """Data-set size (as `stablejax data generate --scale`) and training length: demo 30
     epochs (batch 10), cpu 8 minutes (batch 10), paper the paper's recipe; NequIP below paper
     scale is the cpu-sized model (16 channels, 2 layers), SchNet on water below paper scale 3
-    interactions x 32 features; SchNet on water uses energy/force weights 0.001 / 0.999.
+    interactions x 32 features, GemNet-T below paper scale its cpu-sized configuration
+    (GemNetTConfig.cpu_scale()); SchNet on water uses energy/force weights 0.001 / 0.999.
     Flags given explicitly win."""
     name: str | None = None
     """Run name: writes runs/NAME (default: pretrain-<system>-<model>-<scale>)."""
@@ -58,7 +59,7 @@ class PretrainArgs:
     """Weight of the normalised force term (default: the model's recipe; SchNet 0.95, or
     0.999 on a periodic liquid)."""
     n_interactions: int | None = None
-    """SchNet interaction blocks / NequIP layers (default: the scale's)."""
+    """SchNet interaction blocks / NequIP layers / GemNet-T blocks (default: the scale's)."""
     features: int | None = None
     """SchNet hidden width and filters (default 64)."""
     cutoff_angstrom: float | None = None
@@ -85,7 +86,8 @@ def check(args: PretrainArgs) -> None:
         raise InputError(f"--molecules {args.molecules}: applies to --system water only")
     if args.features is not None and args.model != "schnet":
         raise InputError(f"--features {args.features}: applies to SchNet only (--model "
-                         f"{args.model}); NequIP's width is its hidden irreps")
+                         f"{args.model}); NequIP's width is its hidden irreps, GemNet-T's its "
+                         "embedding sizes")
 
 
 def model_overrides(args: PretrainArgs, liquid: bool = False) -> dict:
@@ -94,7 +96,8 @@ def model_overrides(args: PretrainArgs, liquid: bool = False) -> dict:
 
     over = scale_overrides(args.model, args.scale, liquid=liquid)
     if args.n_interactions is not None:
-        over["n_interactions" if args.model == "schnet" else "n_layers"] = args.n_interactions
+        key = {"schnet": "n_interactions", "nequip": "n_layers", "gemnet-t": "n_blocks"}
+        over[key[args.model]] = args.n_interactions
     if args.features is not None:
         over.update(hidden_features=args.features, n_filters=args.features)
     if args.cutoff_angstrom is not None:
