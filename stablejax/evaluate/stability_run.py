@@ -112,6 +112,33 @@ def spread_indices(n_available: int, n: int) -> np.ndarray:
     return np.floor(np.arange(n) * n_available / n).astype(int) % n_available
 
 
+def run_eval_stream(sim, params: Params, state, stream, cfg: EvalConfig, *,
+                    progress: ProgressFn | None = None,
+                    checkpoint_dir: str | Path | None = None, acc_type=None):
+    """Simulate the evaluation's chunks through ``stream`` (see :func:`evaluate_model` for
+    ``progress`` and ``checkpoint_dir``); returns the accumulated sums. ``acc_type``: the
+    stream's sums type when it is not ``StreamAcc``."""
+    frames_per_chunk, n_chunks = cfg.chunks
+    total_steps = n_chunks * cfg.md.n_dump * frames_per_chunk
+    resume = None
+    if checkpoint_dir is not None:
+        found = load_stream_checkpoint(checkpoint_dir, state, acc_type=acc_type)
+        resume = None if found is None else found[0]
+
+    def on_chunk(c: Chunk) -> None:
+        if checkpoint_dir is not None:
+            save_stream_checkpoint(checkpoint_dir, c)
+        if progress is not None:
+            done = c.acc.steps_done
+            progress(done, total_steps, {"n_unstable": c.n_unstable,
+                                         "n_replicas": cfg.n_replicas,
+                                         "simulated_ps": done * cfg.md.dt_fs / 1000})
+
+    _, acc, _ = run_stream(sim, params, state, stream, n_chunks=n_chunks,
+                           stop_fraction=cfg.stop_fraction, on_chunk=on_chunk, resume=resume)
+    return acc
+
+
 def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConfig, *,
                    progress: ProgressFn | None = None,
                    checkpoint_dir: str | Path | None = None) -> EvalResult:
@@ -131,8 +158,7 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
     if is_periodic_liquid(system):
         return evaluate_water(model, params, dataset, cfg, progress=progress,
                               checkpoint_dir=checkpoint_dir)
-    frames_per_chunk, n_chunks = cfg.chunks
-    spc = cfg.md.n_dump * frames_per_chunk
+    frames_per_chunk = cfg.chunks[0]
     sim = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk)
     dtype = jax.tree.leaves(params)[0].dtype
     start_idx = spread_indices(dataset.test.n_frames, cfg.n_replicas)
@@ -140,23 +166,8 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
     state = sim.init(params, R0, jax.random.PRNGKey(cfg.seed))
     stream = make_stream(system, dataset.reference.positions, n_replicas=cfg.n_replicas,
                          dt_fs=cfg.md.dt_fs, hr=cfg.hr)
-    resume = None
-    if checkpoint_dir is not None:
-        found = load_stream_checkpoint(checkpoint_dir, state)
-        resume = None if found is None else found[0]
-
-    def on_chunk(c: Chunk) -> None:
-        if checkpoint_dir is not None:
-            save_stream_checkpoint(checkpoint_dir, c)
-        if progress is not None:
-            done = c.acc.steps_done
-            progress(done, n_chunks * spc, {"n_unstable": c.n_unstable,
-                                            "n_replicas": cfg.n_replicas,
-                                            "simulated_ps": done * cfg.md.dt_fs / 1000})
-
-    state, acc, _ = run_stream(sim, params, state, stream, n_chunks=n_chunks,
-                               stop_fraction=cfg.stop_fraction, on_chunk=on_chunk,
-                               resume=resume)
+    acc = run_eval_stream(sim, params, state, stream, cfg, progress=progress,
+                          checkpoint_dir=checkpoint_dir)
     m = stream.finalize(acc)
     times_ps, censored, window_ps = m.times_ps, m.censored, m.window_ps
     h_ref = stream.h_ref

@@ -202,17 +202,11 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
     the MSD fit range, ps. ``checkpoint_dir``: keep the state and sums after every chunk and
     resume from the newest (as :func:`stablejax.evaluate.evaluate_model`)."""
     from stablejax.evaluate.qm import evaluate_qm
-    from stablejax.evaluate.stability_run import EvalResult, spread_indices
-    from stablejax.evaluate.stream import (
-        load_stream_checkpoint,
-        run_stream,
-        save_stream_checkpoint,
-    )
+    from stablejax.evaluate.stability_run import EvalResult, run_eval_stream, spread_indices
     from stablejax.simulate.rollout import make_simulator
 
     system = dataset.system
-    frames_per_chunk, n_chunks = cfg.chunks
-    spc = cfg.md.n_dump * frames_per_chunk
+    frames_per_chunk = cfg.chunks[0]
     r_max = rdf_range(system.cell)
     species = np.asarray(system.atomic_numbers)
     g_ref = reference_rdfs(dataset.reference.positions, species, system.cell, r_max)
@@ -236,23 +230,8 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
     start_idx = spread_indices(dataset.test.n_frames, cfg.n_replicas)
     R0 = jnp.asarray(dataset.test.positions[start_idx], dtype)
     state = sim.init(params, R0, jax.random.PRNGKey(cfg.seed))
-    resume = None
-    if checkpoint_dir is not None:
-        found = load_stream_checkpoint(checkpoint_dir, state, acc_type=WaterAcc)
-        resume = None if found is None else found[0]
-
-    def on_chunk(c) -> None:
-        if checkpoint_dir is not None:
-            save_stream_checkpoint(checkpoint_dir, c)
-        if progress is not None:
-            done = c.acc.steps_done
-            progress(done, n_chunks * spc, {"n_unstable": c.n_unstable,
-                                            "n_replicas": cfg.n_replicas,
-                                            "simulated_ps": done * cfg.md.dt_fs / 1000})
-
-    state, acc, _ = run_stream(sim, params, state, stream, n_chunks=n_chunks,
-                               stop_fraction=cfg.stop_fraction, on_chunk=on_chunk,
-                               resume=resume)
+    acc = run_eval_stream(sim, params, state, stream, cfg, progress=progress,
+                          checkpoint_dir=checkpoint_dir, acc_type=WaterAcc)
     m = finalize(acc)
     ref_O = reference_unwrapped_oxygens(dataset)
     d_ref = fitted_diffusivity(ref_O, dataset.reference_interval_fs, lag_fit_ps)
