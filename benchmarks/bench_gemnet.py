@@ -10,7 +10,12 @@ One JSON line per (size, system, batch) on stdout:
   over ``--repeats`` timed calls after one warm-up (``compile_s`` apart);
 * ``train_step_over_energy_force``: one training step on the same batch (a weighted energy +
   force error, 0.001 / 0.999, its parameter gradient and an Adam update) over the energy +
-  force call: what a parameter VJP costs on top of the forces.
+  force call: what a parameter VJP costs on top of the forces;
+* ``param_vjp_over_energy_force``: the Boltzmann estimator's reverse pass, the parameter VJP
+  of a weighted sum of the batch's energies (no forces), over the energy + force call; with
+  XLA's FLOP counts of both (``compiled.cost_analysis()``, as ``benchmarks/estimator.py``):
+  ``energy_force_gflops_per_frame``, ``param_vjp_gflops_per_frame`` and their ratio
+  ``param_vjp_flops_over_energy_force``.
 
 Water is the 64-molecule SPC/Fw box (192 atoms, edge 12.43 A, OpenMM-minimised lattice, atoms
 wrapped into the cell) with a JAX-MD dense neighbour list (skin 0.5 A); aspirin is its RDKit
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from types import SimpleNamespace
 
@@ -35,6 +39,8 @@ from stablejax.data.structures import embed_smiles
 from stablejax.data.systems import get_molecule
 from stablejax.models import GemNetTConfig, make_model
 from stablejax.models.neighbors import allocate_batched
+
+from _estimator_setup import gflops, median_seconds  # benchmarks/ is on sys.path as a script
 
 QUICK = dict(cutoff_angstrom=3.0, n_blocks=1, emb_size_atom=8, emb_size_edge=8, emb_size_rbf=4,
              emb_size_cbf=4, emb_size_trip=4, emb_size_bil_trip=4, num_radial=3,
@@ -76,13 +82,7 @@ def mean_neighbours(X: np.ndarray, edge: float | None, cutoff: float) -> float:
 
 
 def _median_seconds(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(jax, fn, args, repeats)[0]
 
 
 def bench(size: str, system: str, batch: int, repeats: int) -> dict:
@@ -118,12 +118,32 @@ def bench(size: str, system: str, batch: int, repeats: int) -> dict:
         return optax.apply_updates(p, updates), s, val
 
     step_s = _median_seconds(step, (params, opt_state), repeats)
+
+    w = jnp.linspace(0.5, 1.5, batch, dtype=X.dtype)  # importance weights of the frames
+
+    def weighted_energy(p, R, n):
+        return jnp.sum(w * jax.vmap(energy, in_axes=in_axes)(p, R, n))
+
+    def param_vjp(p, R, n):
+        return jax.vjp(lambda q: weighted_energy(q, R, n), p)[1](jnp.ones((), X.dtype))[0]
+
+    vjp = jax.jit(param_vjp)
+    vjp_s = _median_seconds(vjp, (params, X, nbr), repeats)
+    ef_gf = gflops(jax, jax.vmap(jax.value_and_grad(energy, argnums=1), in_axes=in_axes),
+                   params, X, nbr)
+    vjp_gf = gflops(jax, param_vjp, params, X, nbr)
     return {"bench": "gemnet_eval", "size": size, "system": system, "n_atoms": int(len(z)),
             "batch": batch, "neighbour_slots": slots, "cutoff_angstrom": cfg.cutoff,
             "n_params": int(sum(x.size for x in jax.tree.leaves(params))),
             "frames_per_s": round(batch / ef_s, 3), "ms_per_frame": round(1000 * ef_s / batch, 1),
             "compile_s": round(compile_s, 2),
-            "train_step_over_energy_force": round(step_s / ef_s, 2), "repeats": repeats,
+            "train_step_over_energy_force": round(step_s / ef_s, 2),
+            "param_vjp_over_energy_force": round(vjp_s / ef_s, 2),
+            "energy_force_gflops_per_frame": None if ef_gf is None else round(ef_gf / batch, 3),
+            "param_vjp_gflops_per_frame": None if vjp_gf is None else round(vjp_gf / batch, 3),
+            "param_vjp_flops_over_energy_force": (None if not (ef_gf and vjp_gf)
+                                                  else round(vjp_gf / ef_gf, 2)),
+            "repeats": repeats,
             "device": jax.devices()[0].device_kind}
 
 

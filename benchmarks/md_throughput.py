@@ -11,7 +11,10 @@ neighbour list), T* = 1 (120 K), dt 5 fs; (c) ``water``: the same SchNet (cutoff
 periodic dense JAX-MD neighbour list on the 64-molecule SPC/Fw box of
 :mod:`stablejax.data.water_model` (cubic, edge 12.43 A at 0.997 g/cm3; the seeded lattice box
 minimised with the SPC/Fw force field, or test frame 0 of a water data set given as ``--data``),
-300 K, dt 1 fs. All use Langevin with gamma ``--gamma-per-ps`` (default 0.1/ps). ``--data`` feeds
+300 K, dt 1 fs; ``--water-model gemnet-t`` runs the box with the cpu-scale GemNet-T instead
+(``GemNetTConfig.cpu_scale()``, 4 A; its untrained output layer is zero, so the replicas move
+under the thermostat alone: the cost of a step does not depend on the parameters' values, and
+thermal atom speeds set how often the neighbour list is rebuilt). All use Langevin with gamma ``--gamma-per-ps`` (default 0.1/ps). ``--data`` feeds
 the system it holds: a periodic data set the water box, any other the aspirin structure.
 
 For water, one more line gives the reference force field's own speed on the same box
@@ -70,11 +73,21 @@ def build_system(name: str, dtype: str, args) -> dict:
 
         z, R_whole, edge, source = water_box(args)
         R = np.mod(R_whole, edge)
-        cfg = SchNetConfig(param_dtype=dtype, cutoff_angstrom=5.0, **hyper)
-        model = make_model(cfg, z, box=edge)
+        if args.water_model == "gemnet-t":
+            from stablejax.models import GemNetTConfig, average_num_neighbors
+            from stablejax.data import make_frames
+
+            tiny = dict(n_blocks=1, emb_size_atom=8, emb_size_edge=8) if args.quick else {}
+            cfg = GemNetTConfig.cpu_scale(param_dtype=dtype, **tiny)
+            avg = average_num_neighbors(make_frames(R[None], z, cell=np.eye(3) * edge),
+                                        cfg.cutoff_angstrom)
+            model = make_model(cfg, z, box=edge, avg_num_neighbors=avg)
+        else:
+            cfg = SchNetConfig(param_dtype=dtype, cutoff_angstrom=5.0, **hyper)
+            model = make_model(cfg, z, box=edge)
         return dict(model=model, params=model.init(jax.random.PRNGKey(0), jnp.asarray(R, dtype)),
                     R=R, masses=atomic_masses[z], numbers=z, dt_fs=1.0, temperature_k=300.0,
-                    R_whole=R_whole, box=edge, label="schnet", system="water",
+                    R_whole=R_whole, box=edge, label=args.water_model, system="water",
                     model_config={**{k: v for k, v in cfg.__dict__.items() if k != "species"},
                                   "box_angstrom": edge, "structure": source})
     if name == "aspirin":
@@ -319,6 +332,8 @@ def main(argv=None) -> None:
                    default=["aspirin", "lj"])
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"],
                    default=["float32", "float64"])
+    p.add_argument("--water-model", choices=["schnet", "gemnet-t"], default="schnet",
+                   help="model of the water system")
     p.add_argument("--steps", type=int, default=1000, help="MD steps per timed chunk")
     p.add_argument("--ase-steps", type=int, default=200, help="ASE steps per timed run")
     p.add_argument("--openmm-steps", type=int, default=2000,

@@ -62,7 +62,7 @@ def pretrain_on_dataset(
                            "model": {"kind": kind, "overrides": dict(model_overrides or {})},
                            "data": dataset_identity(dataset)},
                  allow=allow, resumable=[f"config.{k}" for k in RESUMABLE_FIELDS],
-                 finished=rd.is_finished)
+                 finished=rd.is_finished, defaults={"config": to_dict(type(cfg)())})
     if rd.is_finished:
         return rd.read_results()
     spec_path = rd.model_spec_path
@@ -149,7 +149,9 @@ def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: s
                                           "params_sha256": array_digest(params)},
                            "data": dataset_identity(dataset)},
                  allow=allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS),
-                 resumable=[f"config.{k}" for k in RESUMABLE_FIELDS], finished=finished)
+                 resumable=[f"config.{k}" for k in RESUMABLE_FIELDS], finished=finished,
+                 defaults={"config": to_dict(type(cfg)()),
+                           "pretrained": {"model": {"config": spec.default_config()}}})
     if finished:
         return read_json(loop_dir / DONE)
     if not rd.model_spec_path.exists():

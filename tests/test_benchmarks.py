@@ -101,4 +101,17 @@ def test_bench_gemnet_quick():
         ("water", 1), ("water", 2), ("aspirin", 1), ("aspirin", 2)]
     for r in records:
         assert _positive(r["frames_per_s"]) and _positive(r["train_step_over_energy_force"])
+        assert _positive(r["param_vjp_over_energy_force"])
+        assert r["param_vjp_flops_over_energy_force"] is None or _positive(
+            r["param_vjp_flops_over_energy_force"])
     assert records[0]["neighbour_slots"] > 0 and records[2]["neighbour_slots"] is None
+
+
+def test_md_throughput_gemnet_water_quick():
+    """The MD-step-over-force figure of GemNet-T on the water box (tiny model, smoke test)."""
+    records = run_script("md_throughput.py", "--quick", "--systems", "water", "--water-model",
+                         "gemnet-t", "--replicas", "1", "--dtypes", "float32",
+                         "--openmm-steps", "10")
+    mine = [r for r in records if r["engine"] == "stablejax"]
+    assert len(mine) == 1 and mine[0]["model"] == "gemnet-t"
+    assert _positive(mine[0]["step_over_force_ratio"]) and not mine[0]["neighbor_overflow"]

@@ -17,7 +17,7 @@ from scipy import special
 
 from stablejax.models import GemNetTConfig, gemnet_parameter_count, make_model
 from stablejax.models import gemnet_basis as gb
-from stablejax.models.gemnet import reverse_edge_slot
+from stablejax.models.gemnet import cap_neighbors, reverse_edge_slot
 from stablejax.models.neighbors import all_pairs_edges
 
 Z = np.array([8, 1, 1, 8, 1, 1])
@@ -27,7 +27,8 @@ SHIFT = {1: -0.5, 8: -2.0}
 SCALE = {1: 0.3, 8: 0.9}
 CFG = GemNetTConfig(cutoff_angstrom=CUTOFF, n_blocks=2, emb_size_atom=8, emb_size_edge=8,
                     emb_size_rbf=4, emb_size_cbf=4, emb_size_trip=4, emb_size_bil_trip=4,
-                    num_radial=3, num_spherical=4, num_atom=1, num_after_skip=1)
+                    num_radial=3, num_spherical=4, num_atom=1, num_after_skip=1,
+                    output_init="heorthogonal")  # a non-trivial function at init
 
 
 def random_points(n: int, width: float, seed: int, min_dist: float = 1.0,
@@ -134,30 +135,101 @@ def test_angle_dependence_beyond_cutoff(x64):
     assert np.ptp(energies) > 1e-6, energies
 
 
-def test_periodic_supercell():
-    """Energy per atom of a periodic cubic box equals that of its 2x1x1 supercell."""
-    cutoff, side = 2.0, 4.2
+TRICLINIC_CELL = np.array([[4.2, 0.0, 0.0], [0.6, 4.3, 0.0], [-0.4, 0.5, 4.4]])  # rows
+
+
+@pytest.mark.parametrize("cell", ["cubic", "triclinic"])
+def test_periodic_supercell(cell):
+    """Energy per atom of a periodic box equals that of its 2x1x1 supercell (cubic and
+    triclinic cells; the lattice vectors are the rows of ``cell``)."""
+    cutoff = 2.0
     cfg = dataclasses.replace(CFG, cutoff_angstrom=cutoff, n_blocks=1)
     z = np.array([8, 1, 1, 1, 8])
-    R = random_points(len(z), side, seed=7, box=side)
-    R2 = np.concatenate([R, R + np.array([side, 0.0, 0.0])])
+    lattice = np.diag([4.2] * 3) if cell == "cubic" else TRICLINIC_CELL
+    frac = random_points(len(z), 1.0, seed=7, min_dist=0.25, box=1.0)
+    R = frac @ lattice
+    super_lattice = lattice * np.array([[2.0], [1.0], [1.0]])
+    R2 = np.concatenate([R, R + lattice[0]])
     z2 = np.concatenate([z, z])
-    box2 = np.array([2 * side, side, side])
     per_atom = []
     params = None
-    for zz, RR, box in ((z, R, side), (z2, R2, box2)):
-        model = build(cfg, zz, box=box, capacity_multiplier=1.5)
+    for zz, RR, lat in ((z, R, lattice), (z2, R2, super_lattice)):
+        model = build(cfg, zz, box=lat.T, capacity_multiplier=1.5)
         Rj = jnp.asarray(RR, jnp.float32)
         if params is None:
             params = model.init(jax.random.PRNGKey(3), Rj)
         nbrs = model.neighbor_fn.allocate(Rj)
         assert not bool(nbrs.did_buffer_overflow)
+        assert int(model.edges_fn(Rj, nbrs).mask.sum()) > 0
         per_atom.append(np.asarray(model.per_atom_energy_fn(params, Rj, neighbor=nbrs)))
     np.testing.assert_allclose(per_atom[1][: len(z)], per_atom[0], atol=2e-5)
     np.testing.assert_allclose(per_atom[1][len(z):], per_atom[0], atol=2e-5)
     np.testing.assert_allclose(per_atom[1].sum() / len(z2), per_atom[0].sum() / len(z),
                                rtol=1e-5)
     assert np.ptp(per_atom[0]) > 1e-4  # the atoms see different environments
+
+
+def test_cutoff_above_half_box_rejected():
+    with pytest.raises(ValueError, match="cutoff"):
+        build(dataclasses.replace(CFG, cutoff_angstrom=2.5), box=4.2)
+
+
+def test_unknown_species_rejected():
+    cfg = dataclasses.replace(CFG, species=(1, 8))
+    with pytest.raises(ValueError, match="6"):
+        build(cfg, atomic_numbers=np.array([8, 1, 6]))
+
+
+def test_neighbor_count_overflow_flagged():
+    """A periodic list allocated for a dilute box overflows when the atoms crowd together; the
+    caller sees ``did_buffer_overflow`` (the simulator then reallocates)."""
+    cfg = dataclasses.replace(CFG, cutoff_angstrom=2.0, n_blocks=1)
+    side = 6.0
+    z = np.array([8, 1, 1, 8, 1, 1, 8, 1])
+    R = random_points(len(z), side, seed=11, min_dist=1.9, box=side)
+    model = build(cfg, z, box=side, capacity_multiplier=1.0)
+    nbrs = model.neighbor_fn.allocate(jnp.asarray(R, jnp.float32))
+    crowded = 2.0 + 0.3 * (R - R.mean(0)) / np.abs(R - R.mean(0)).max()
+    nbrs = nbrs.update(jnp.asarray(crowded, jnp.float32))
+    assert bool(nbrs.did_buffer_overflow)
+
+
+def test_max_neighbors_cap():
+    """The compatibility cap keeps mutual k-nearest edges: a symmetric graph with at most k
+    edges per atom; the dropped edges are counted; a cap above every neighbour count changes
+    nothing."""
+    from stablejax.models.gemnet import count_capped_edges
+
+    R = jnp.asarray(random_points(len(Z), 3.0, seed=4, min_dist=0.8), jnp.float32)
+    full = all_pairs_edges(R, CUTOFF)
+    counts = np.asarray(full.mask.sum(1))
+    assert counts.max() >= 3
+    base = build()
+    params = base.init(jax.random.PRNGKey(0), R)
+    e_full = float(base.energy_fn(params, R))
+    loose = build(dataclasses.replace(CFG, max_neighbors=int(counts.max())))
+    assert int(count_capped_edges(loose, int(counts.max()), R)) == 0
+    assert float(loose.energy_fn(params, R)) == pytest.approx(e_full, abs=1e-6)
+    k = 2
+    capped_edges, dropped = cap_neighbors(full, k)
+    mask, s = np.asarray(capped_edges.mask), np.asarray(full.senders)
+    assert mask.sum(1).max() <= k
+    rev = np.asarray(reverse_edge_slot(full))
+    assert np.all(mask[s, rev][mask])  # every kept edge's reverse is kept
+    assert int(dropped) == int(full.mask.sum()) - int(mask.sum()) > 0
+    tight = build(dataclasses.replace(CFG, max_neighbors=k))
+    assert int(count_capped_edges(tight, k, R)) == int(dropped)
+    assert abs(float(tight.energy_fn(params, R)) - e_full) > 1e-5
+
+
+def test_zero_output_init():
+    """``output_init='zeros'``: the untrained model gives the per-species shifts and no force."""
+    model = build(dataclasses.replace(CFG, output_init="zeros"))
+    R = jnp.asarray(R0, jnp.float32)
+    params = model.init(jax.random.PRNGKey(0), R)
+    e = np.asarray(model.per_atom_energy_fn(params, R))
+    np.testing.assert_allclose(e, [SHIFT[int(z)] for z in Z], atol=1e-6)
+    assert float(jnp.abs(jax.grad(model.energy_fn, argnums=1)(params, R)).max()) == 0.0
 
 
 def test_sparse_neighbor_lists_rejected():
@@ -174,6 +246,7 @@ def test_avg_num_neighbors_required():
     ("cutoff_angstrom", 0.0), ("n_blocks", 0), ("emb_size_atom", 2.5), ("emb_size_edge", -1),
     ("emb_size_trip", True), ("num_radial", 0), ("num_spherical", 1), ("envelope_exponent", 0),
     ("num_before_skip", -1), ("num_atom", 1.0), ("species", (1, 1)), ("param_dtype", "float16"),
+    ("max_neighbors", 0), ("output_init", "normal"), ("emb_size_trip", 0),
 ])
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=f"GemNetTConfig.{field}"):

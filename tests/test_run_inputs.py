@@ -39,6 +39,20 @@ def test_check_inputs_records_compares_and_accepts_only_allowed_changes(tmp_path
     assert "0.0.1" in caplog.text
 
 
+def test_fields_added_later_compare_to_their_defaults(tmp_path):
+    """A record made before a config gained a field still resumes when the field has its
+    default value, and refuses another value."""
+    check_inputs(tmp_path, {"config": {"lr": 0.1, "loss": {"w": 1.0}}})
+    defaults = {"config": {"lr": 0.001, "amsgrad": False, "loss": {"w": 0.5, "kind": "mse"}}}
+    now = {"config": {"lr": 0.1, "amsgrad": False, "loss": {"w": 1.0, "kind": "mse"}}}
+    assert check_inputs(tmp_path, now, defaults=defaults) == []
+    with pytest.raises(InputError, match=r"config\.loss\.kind: \"mse\" -> \"l2mae\""):
+        check_inputs(tmp_path, {"config": {**now["config"], "loss": {"w": 1.0, "kind": "l2mae"}}},
+                     defaults=defaults)
+    with pytest.raises(InputError, match=r"config\.amsgrad"):  # without defaults: refused
+        check_inputs(tmp_path, now)
+
+
 def test_model_is_bound_to_its_atom_order():
     spec = ModelSpec(kind="schnet", config={}, atomic_numbers=(6, 6, 8, 1, 1), energy_shift={},
                      energy_scale=1.0)

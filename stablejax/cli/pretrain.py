@@ -32,7 +32,8 @@ class PretrainArgs:
     epochs (batch 10), cpu 8 minutes (batch 10), paper the paper's recipe; NequIP below paper
     scale is the cpu-sized model (16 channels, 2 layers), SchNet on water below paper scale 3
     interactions x 32 features, GemNet-T below paper scale its cpu-sized configuration
-    (GemNetTConfig.cpu_scale()); SchNet on water uses energy/force weights 0.001 / 0.999.
+    (GemNetTConfig.cpu_scale()) with batch 1; SchNet on water uses energy/force weights
+    0.001 / 0.999.
     Flags given explicitly win."""
     name: str | None = None
     """Run name: writes runs/NAME (default: pretrain-<system>-<model>-<scale>)."""

@@ -83,8 +83,11 @@ def pretrain_config(model: str, scale: str, *, liquid: bool = False, **overrides
     sizes = dict(PRETRAIN_SIZES[check_scale(scale)])
     if model == "nequip":  # NequIP's own batch size (5) and warm-up (none) at every scale
         sizes = {k: v for k, v in sizes.items() if k not in ("batch_size", "warmup_steps")}
-    if model == "gemnet-t":  # no warm-up at any scale; the scale's batch size below paper
-        sizes = {k: v for k, v in sizes.items() if k != "warmup_steps"}
+    if model == "gemnet-t":
+        # Its own batch size (1) and no warm-up at every scale: batching frames saves nothing
+        # per frame on a CPU (benchmarks/bench_gemnet.py), so batch 1 gives 10x the steps of
+        # batch 10 for the same cost.
+        sizes = {k: v for k, v in sizes.items() if k not in ("batch_size", "warmup_steps")}
         if scale != "paper":
             # The EMA starts at the initial parameters (no bias correction): with 0.999 and the
             # few hundred steps of these scales it evaluates parameters still mostly at their

@@ -13,7 +13,10 @@ sections it is given, field by field (nested dicts are compared on their dotted 
 * a finished run (``finished=True``) re-run with any difference is refused: its results were
   made from the recorded settings;
 * only the code version may differ freely: that is logged as a warning, so a run survives an
-  upgrade of stablejax.
+  upgrade of stablejax;
+* a field the record lacks (added to a config after the run was made) compares equal to its
+  default when the caller gives ``defaults``: a new option at its default value reproduces the
+  old behaviour, so such a run still resumes.
 
 A directory made without ``inputs.json`` adopts the sections given on its next run.
 """
@@ -77,7 +80,8 @@ def _short(v: Any) -> str:
 
 
 def check_inputs(run_dir: str | Path, sections: dict[str, dict], *, allow: Iterable[str] = (),
-                 resumable: Iterable[str] = (), finished: bool = False) -> list[str]:
+                 resumable: Iterable[str] = (), finished: bool = False,
+                 defaults: dict[str, dict] | None = None) -> list[str]:
     """Record ``sections`` in ``run_dir/inputs.json``, or check them against the record.
 
     Args:
@@ -88,6 +92,8 @@ def check_inputs(run_dir: str | Path, sections: dict[str, dict], *, allow: Itera
         values are then recorded. Anything else that differs raises.
       resumable: the dotted paths the stage would let ``allow`` name (for the message).
       finished: the run directory holds a finished run: any difference raises.
+      defaults: sections of default values (same layout as ``sections``); a field missing from
+        the record is taken to have its default there.
 
     Returns:
       The dotted paths that differed and were accepted.
@@ -112,6 +118,9 @@ def check_inputs(run_dir: str | Path, sections: dict[str, dict], *, allow: Itera
         log.warning("%s was made by stablejax %s; this is %s", run_dir,
                     record.get("code_version"), code_version())
     old_flat = flatten({k: record[k] for k in new if k in record})
+    for key, value in flatten({k: _normal(v) for k, v in (defaults or {}).items()
+                               if k in record}).items():
+        old_flat.setdefault(key, value)
     new_flat = flatten({k: v for k, v in new.items() if k in record})
     keys = sorted(set(old_flat) | set(new_flat))
     diff = [k for k in keys if old_flat.get(k, "<absent>") != new_flat.get(k, "<absent>")]

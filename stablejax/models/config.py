@@ -174,6 +174,18 @@ class GemNetTConfig:
       num_after_skip: residual layers after it.
       num_concat: residual layers after the atom-to-edge concatenation.
       num_atom: residual layers in atom update and output blocks.
+      max_neighbors: ``None`` (default): every neighbour inside the cutoff interacts. An integer
+        k: the paper's cap, for compatibility: an edge is kept only when each of its atoms is
+        among the other's k nearest neighbours (mutual k-nearest, so the graph stays symmetric
+        for the reverse-edge messages); the energy is then discontinuous where the k-th
+        neighbour changes. :func:`stablejax.models.gemnet.count_capped_edges` counts the edges
+        a cap drops.
+      output_init: initialisation of the final ``Dense(1)`` of each output block: ``'zeros'``
+        (default: the model starts at the per-species shifts with zero forces) or
+        ``'heorthogonal'`` (the authors' default, made for their fitted scale factors). With
+        the neighbour-count scaling used here a He-initialised cpu-scale model starts with
+        forces ~60x the data's RMS on water; measured on 40 water frames, 3 epochs of the
+        GemNet-T recipe: validation force MAE 141 meV/A from zeros, 303 from He.
       species: atomic numbers the model knows; ``None`` = those of the system.
       param_dtype: dtype of the parameters; computation follows the dtype of the positions.
     """
@@ -193,12 +205,19 @@ class GemNetTConfig:
     num_after_skip: int = 2
     num_concat: int = 1
     num_atom: int = 3
+    max_neighbors: int | None = None
+    output_init: str = "zeros"
     species: tuple[int, ...] | None = None
     param_dtype: str = "float32"
 
     def __post_init__(self):
         name = type(self).__name__
         _check_positive(name, "cutoff_angstrom", self.cutoff_angstrom, integer=False)
+        if self.max_neighbors is not None:
+            _check_positive(name, "max_neighbors", self.max_neighbors, integer=True)
+        if self.output_init not in ("heorthogonal", "zeros"):
+            raise ValueError(f"{name}.output_init must be 'heorthogonal' or 'zeros', got "
+                             f"{self.output_init!r}")
         for field in ("n_blocks", "emb_size_atom", "emb_size_edge", "emb_size_rbf",
                       "emb_size_cbf", "emb_size_trip", "emb_size_bil_trip", "num_radial",
                       "num_spherical", "envelope_exponent"):

@@ -60,6 +60,8 @@ class Model(NamedTuple):
         molecules. The caller checks ``nbrs.did_buffer_overflow`` and reallocates.
       displacement_fn: JAX-MD displacement ``d(Ra, Rb) = Ra - Rb`` (minimum image if periodic).
       shift_fn: JAX-MD shift ``shift(R, dR)`` (wraps into the box if periodic).
+      edges_fn: ``edges_fn(R, neighbor=None) -> Edges`` the graph the model sees (None for
+        adapters).
     """
 
     init: Callable[..., Params]
@@ -68,6 +70,7 @@ class Model(NamedTuple):
     neighbor_fn: partition.NeighborListFns | None
     displacement_fn: Callable[..., Array]
     shift_fn: Callable[..., Array]
+    edges_fn: Callable[..., Any] | None = None
 
 
 def bind(energy_fn: EnergyFn, params: Params) -> Callable[..., Array]:
@@ -161,7 +164,9 @@ def _module(cfg: ModelConfig, n_species: int, avg_num_neighbors: float | None):
                        emb_size_bil_trip=cfg.emb_size_bil_trip, num_radial=cfg.num_radial,
                        num_spherical=cfg.num_spherical, envelope_exponent=cfg.envelope_exponent,
                        num_before_skip=cfg.num_before_skip, num_after_skip=cfg.num_after_skip,
-                       num_concat=cfg.num_concat, num_atom=cfg.num_atom, param_dtype=dtype)
+                       num_concat=cfg.num_concat, num_atom=cfg.num_atom,
+                       max_neighbors=cfg.max_neighbors, output_init=cfg.output_init,
+                       param_dtype=dtype)
     raise TypeError(f"cfg must be a SchNetConfig, NequIPConfig or GemNetTConfig, got "
                     f"{type(cfg).__name__}")
 
@@ -260,4 +265,5 @@ def make_model(
 
     logger.debug("built %s for %d atoms, species %s, periodic=%s", type(module).__name__,
                  n_atoms, species, periodic)
-    return Model(init, energy_fn, per_atom_energy_fn, neighbor_fn, displacement_fn, shift_fn)
+    return Model(init, energy_fn, per_atom_energy_fn, neighbor_fn, displacement_fn, shift_fn,
+                 lambda R, neighbor=None, **kwargs: edges_of(R, neighbor, kwargs))

@@ -21,7 +21,12 @@ Layout as in the authors' ``gemnet_pytorch`` (``triplets_only=True``, energy onl
   atom update plus a final ``Dense(1)``; their outputs are summed: one normalised energy per atom.
 
 Activation ``silu(x) / 0.6`` (the authors' scaled SiLU). Weights use the authors' He-orthogonal
-initialisation (orthogonal, standardised per output, times ``1/sqrt(fan_in)``).
+initialisation (orthogonal, standardised per output, times ``1/sqrt(fan_in)``), except the last
+layer of each output block, zero by default (``output_init``): the model starts at the
+per-species energy shifts with zero forces.
+
+``max_neighbors`` (off by default) applies the paper's neighbour cap as mutual k-nearest
+neighbours (:func:`cap_neighbors`).
 
 Scaling factors: the authors fit one factor per neighbour sum and per radial Hadamard product on
 data (``fit_scaling.py``). Here, instead: every sum over neighbours (atom update, output block)
@@ -80,6 +85,11 @@ def _uniform_sqrt3(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Arr
     return jax.random.uniform(key, shape, dtype, -math.sqrt(3.0), math.sqrt(3.0))
 
 
+def _zeros(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
+    del key
+    return jnp.zeros(shape, dtype)
+
+
 class _Dense(nn.Module):
     """Bias-free dense layer with the scaled SiLU (or none)."""
 
@@ -115,6 +125,7 @@ class _AtomUpdate(nn.Module):
     num_atom: int
     inv_sqrt_neighbors: float
     output: bool = False
+    output_init: str = "heorthogonal"
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -126,7 +137,9 @@ class _AtomUpdate(nn.Module):
         for k in range(self.num_atom):
             x = _Residual(pd, name=f"residual_{k}")(x)
         if self.output:
-            x = _Dense(1, activation=False, param_dtype=pd, name="out_energy")(x)
+            init = he_orthogonal_init if self.output_init == "heorthogonal" else _zeros
+            kernel = self.param("out_energy", init, (x.shape[-1], 1), pd)
+            x = jnp.dot(x, kernel.astype(x.dtype))
         return x
 
 
@@ -197,6 +210,29 @@ def gemnet_parameter_count(cfg, n_species: int) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
 
 
+def cap_neighbors(edges: Edges, max_neighbors: int) -> tuple[Edges, Array]:
+    """Keep an edge only when each of its atoms is among the other's ``max_neighbors`` nearest
+    (mutual k-nearest: the capped list stays symmetric). Ties in distance go to the lower slot.
+
+    Returns:
+      (the edges with the dropped ones masked out, the number of edges dropped: () int).
+    """
+    d = jnp.where(edges.mask, jnp.linalg.norm(edges.vectors, axis=-1), jnp.inf)
+    rank = jnp.argsort(jnp.argsort(d, axis=1, stable=True), axis=1, stable=True)
+    near = edges.mask & (rank < max_neighbors)
+    reverse = reverse_edge_slot(edges)
+    mask = near & near[edges.senders, reverse]
+    dropped = jnp.sum(edges.mask) - jnp.sum(mask)
+    return edges._replace(mask=mask), dropped
+
+
+def count_capped_edges(model, max_neighbors: int, R: Array, neighbor=None) -> Array:
+    """How many directed edges within the cutoff the ``max_neighbors`` cap drops at positions
+    ``R`` (() int; jit- and vmap-able). ``model``: a :class:`stablejax.models.Model` (its
+    ``edges_fn``); ``neighbor``: its neighbour list for periodic systems."""
+    return cap_neighbors(model.edges_fn(R, neighbor), max_neighbors)[1]
+
+
 def reverse_edge_slot(edges: Edges) -> Array:
     """[n_atoms, n_slots] int: for slot ``s`` of row ``a`` (edge ``c -> a``, ``c =
     senders[a, s]``), the slot of ``a`` in row ``c`` (edge ``a -> c``); 0 where there is none
@@ -223,6 +259,8 @@ class GemNetT(nn.Module):
       num_radial, num_spherical: basis sizes.
       envelope_exponent: exponent p of the polynomial envelope.
       num_before_skip, num_after_skip, num_concat, num_atom: residual layer counts.
+      max_neighbors: None, or the mutual k-nearest cap (:func:`cap_neighbors`).
+      output_init: ``'heorthogonal'`` or ``'zeros'`` for the output blocks' last layer.
       param_dtype: parameter dtype.
     """
 
@@ -243,6 +281,8 @@ class GemNetT(nn.Module):
     num_after_skip: int = 2
     num_concat: int = 1
     num_atom: int = 3
+    max_neighbors: int | None = None
+    output_init: str = "zeros"
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -266,6 +306,8 @@ class GemNetT(nn.Module):
         pd = self.param_dtype
         p = self.envelope_exponent
         inv_sqrt_nb = 1.0 / math.sqrt(self.avg_num_neighbors)
+        if self.max_neighbors is not None:
+            edges = cap_neighbors(edges, self.max_neighbors)[0]
         n_slots = edges.senders.shape[1]
         mask = edges.mask
 
@@ -304,7 +346,8 @@ class GemNetT(nn.Module):
 
         reverse_slot = reverse_edge_slot(edges)
         out_kw = dict(emb_size_atom=self.emb_size_atom, num_atom=self.num_atom,
-                      inv_sqrt_neighbors=inv_sqrt_nb, output=True, param_dtype=pd)
+                      inv_sqrt_neighbors=inv_sqrt_nb, output=True, output_init=self.output_init,
+                      param_dtype=pd)
         energy = _AtomUpdate(**out_kw, name="output_0")(m, rbf_out, mask)
         for t in range(self.n_blocks):
             h, m = _Interaction(

@@ -59,6 +59,10 @@ class ModelSpec:
             cfg["species"] = tuple(cfg["species"])
         return _CONFIGS[self.kind](**cfg)
 
+    def default_config(self) -> dict:
+        """The default config of this model kind, as a dict (fields a stored spec may lack)."""
+        return dataclasses.asdict(_CONFIGS[self.kind]())
+
     def build(self) -> Model:
         return make_model(self.model_config, np.asarray(self.atomic_numbers), box=self.box,
                           energy_shift={int(k): v for k, v in self.energy_shift.items()},

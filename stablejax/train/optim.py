@@ -147,13 +147,20 @@ def warmup_schedule(learning_rate: float, *, warmup_steps: int,
 
 def pretrain_optimizer(learning_rate: float, *, warmup_steps: int, warmup_factor: float,
                        grad_clip_norm: float | None, plateau_factor: float, plateau_patience: int,
-                       min_learning_rate: float) -> optax.GradientTransformationExtraArgs:
-    """Adam with a linear warm-up from ``warmup_factor * lr`` to ``lr`` over ``warmup_steps``,
-    times a reduce-on-plateau scale observed once per epoch on the validation loss
-    (:func:`observe_plateau`), floored at ``min_learning_rate``."""
+                       min_learning_rate: float, weight_decay: float = 0.0,
+                       amsgrad: bool = False) -> optax.GradientTransformationExtraArgs:
+    """Adam (``amsgrad``: AMSGrad's running maximum of the second moment) with a linear warm-up
+    from ``warmup_factor * lr`` to ``lr`` over ``warmup_steps``, times a reduce-on-plateau scale
+    observed once per epoch on the validation loss (:func:`observe_plateau`), floored at
+    ``min_learning_rate``. ``weight_decay > 0`` makes it AdamW: the decay ``weight_decay * p``
+    is added to the Adam direction before the learning rate scales both (decoupled, as in
+    PyTorch's ``AdamW``)."""
     schedule = warmup_schedule(learning_rate, warmup_steps=warmup_steps,
                                warmup_factor=warmup_factor)
     parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
-    return optax.chain(*parts, optax.scale_by_adam(), optax.scale_by_learning_rate(schedule),
+    parts.append(optax.scale_by_amsgrad() if amsgrad else optax.scale_by_adam())
+    if weight_decay > 0:
+        parts.append(optax.add_decayed_weights(weight_decay))
+    return optax.chain(*parts, optax.scale_by_learning_rate(schedule),
                        scale_by_plateau(plateau_factor, plateau_patience,
                                         min_scale=min_learning_rate / learning_rate))

@@ -354,7 +354,8 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = N
     if rd is not None:
         allow = allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS)
         check_inputs(rd.path, {"config": to_dict(cfg)}, allow=allow,
-                     resumable=[f"config.{k}" for k in RESUMABLE_FIELDS])
+                     resumable=[f"config.{k}" for k in RESUMABLE_FIELDS],
+                     defaults={"config": to_dict(type(cfg)())})
         arrays = rd.resume(like=state.checkpoint_arrays())
         if arrays is not None:
             state = state.replace(**arrays)
