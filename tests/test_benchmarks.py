@@ -115,3 +115,12 @@ def test_md_throughput_gemnet_water_quick():
     mine = [r for r in records if r["engine"] == "stablejax"]
     assert len(mine) == 1 and mine[0]["model"] == "gemnet-t"
     assert _positive(mine[0]["step_over_force_ratio"]) and not mine[0]["neighbor_overflow"]
+
+
+def test_bench_localized_quick():
+    records = run_script("bench_localized.py", "--quick")
+    assert [r["n_environments"] for r in records] == [16, 64]
+    for r in records:
+        assert _positive(r["grad_s"]) and _positive(r["grad_over_energy_force"])
+    if records[0]["temp_mb"] is not None:  # memory flat in the number of environments
+        assert records[1]["temp_mb"] <= 1.1 * records[0]["temp_mb"]

@@ -47,19 +47,24 @@ def frames_neighbor_idx(model: Model, positions: Any) -> np.ndarray | None:
     return np.asarray(allocate_batched(model.neighbor_fn, np.asarray(positions)).idx)
 
 
-def frame_energy_fn(model: Model, example_positions: Any) -> Callable[..., Array]:
-    """``energy(params, R, neighbor_idx=None) -> eV`` of a stored frame.
+def frame_energy_fn(model: Model, example_positions: Any, *, per_atom: bool = False
+                    ) -> Callable[..., Array]:
+    """``energy(params, R, neighbor_idx=None) -> eV`` of a stored frame (``per_atom``: the
+    per-atom energies [n_atoms], eV, from ``model.per_atom_energy_fn``).
 
     For a free molecule this is ``model.energy_fn`` (``neighbor_idx`` must be None). For a
     periodic model, ``neighbor_idx`` is required and becomes ``neighbor=`` through a template
     list allocated once from ``example_positions`` ([n_atoms, 3]): only the static settings of
     the template are used (format, cutoff), never its pairs.
     """
+    fn = model.per_atom_energy_fn if per_atom else model.energy_fn
+    if fn is None:
+        raise ValueError("this model has no per-atom energies (per_atom_energy_fn is None)")
     if model.neighbor_fn is None:
         def energy(params: Params, R: Array, neighbor_idx: Array | None = None) -> Array:
             if neighbor_idx is not None:
                 raise ValueError("this model is not periodic: frames carry no neighbour list")
-            return model.energy_fn(params, R)
+            return fn(params, R)
 
         return energy
     template = model.neighbor_fn.allocate(np.asarray(example_positions))
@@ -68,7 +73,7 @@ def frame_energy_fn(model: Model, example_positions: Any) -> Callable[..., Array
         if neighbor_idx is None:
             raise ValueError("this model is periodic: a stored frame needs its neighbor_idx "
                              "(see stablejax.models.frames_neighbor_idx)")
-        return model.energy_fn(params, R, neighbor=template.set(idx=neighbor_idx))
+        return fn(params, R, neighbor=template.set(idx=neighbor_idx))
 
     return energy
 

@@ -55,6 +55,51 @@ def frame_functions(problem: Problem) -> tuple[Callable, Callable, Callable]:
             (lambda f: problem.observable_fn(f["R"])), frame_energy)
 
 
+def localized_obs_loss(problem: Problem, cfg: TrainConfig) -> Callable:
+    """``obs_loss(params, target, frames, mask, key, log_weights) -> (loss, aux)`` of the
+    localized estimator: every (frame, molecule) of the masked frames is a candidate; candidates
+    are stratified by their largest bond deviation from the target and subsampled
+    (:func:`stablejax.estimator.localized.stratified_environments`), then
+    :func:`stablejax.estimator.localized.localized_boltzmann_loss` (its aux has no per-frame
+    energies: frame reuse is off for this estimator)."""
+    from stablejax.estimator.localized import localized_boltzmann_loss, stratified_environments
+
+    model, est = problem.model, cfg.estimator
+    eps = frame_energy_fn(model, problem.initial_positions[0], per_atom=True)
+    local_fn = problem.local_observable_fn
+    mol = problem.molecule_index
+    n_mol = int(mol.max()) + 1
+    per_bin = est.stratify_per_bin or 5 * cfg.n_replicas
+    if model.neighbor_fn is None:
+        positions = lambda f: f  # noqa: E731
+        per_atom = eps
+    else:
+        positions = lambda f: f["R"]  # noqa: E731
+        per_atom = lambda p, f: eps(p, f["R"], neighbor_idx=f["neighbor_idx"])  # noqa: E731
+
+    def observable(frame, molecule):
+        return local_fn(positions(frame), molecule)
+
+    def obs_loss(params, target, frames, mask, key, log_weights):
+        del log_weights  # no frame reuse with environments
+        k_draw, k_blocks = jax.random.split(key)
+        R = positions(frames)
+        local = jax.vmap(lambda x: jax.vmap(local_fn, in_axes=(None, 0))(
+            x, jnp.arange(n_mol)))(R)  # [n_frames, n_mol, k]
+        dev = jnp.max(jnp.abs(local - target), axis=-1)
+        ok = mask[:, None] & jnp.all(jnp.isfinite(local), axis=-1)
+        env = stratified_environments(dev, ok, k_draw, n_bins=est.stratify_bins,
+                                      per_bin=per_bin)
+        loss, aux = localized_boltzmann_loss(
+            params, frames, env, per_atom_energy_fn=per_atom, observable_fn=observable,
+            molecule_index=mol, target=target, kT=problem.kT_ev, scaling=est.scaling,
+            block_size=est.block_size, chunk_size=est.chunk_size, key=k_blocks, has_aux=True,
+            forward_energies=est.forward_energies)
+        return loss, aux
+
+    return obs_loss
+
+
 def learning_frames(traj) -> Any:
     """The recorded frames of an epoch, flattened over replicas: positions
     [n_replicas * n_frames, n_atoms, 3], with their neighbour lists when the simulator kept
@@ -94,6 +139,12 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
                               chunk_size=cfg.estimator.chunk_size, key=key, has_aux=True,
                               forward_energies=cfg.estimator.forward_energies)
 
+    if cfg.estimator.environment == "molecule":
+        if problem.local_observable_fn is None or problem.molecule_index is None:
+            raise ValueError("estimator.environment='molecule' needs a problem built with it "
+                             "(make_problem gives local_observable_fn and molecule_index)")
+        obs_loss = localized_obs_loss(problem, cfg)  # noqa: F811
+
     def qm_grad(params, batches: Batch, key):
         n = batches.energies.shape[0]
         if cfg.optimizer.qm_max_batches is not None and cfg.optimizer.qm_max_batches < n:
@@ -128,7 +179,9 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
         params = optax.apply_updates(params, updates)
         info = {"obs_loss": l_obs, "qm_loss": l_qm, "grad_norm": norm,
                 "obs_grad_norm": optax.tree.norm(g_obs), "n_frames_used": aux.n_valid,
-                "finite": jnp.isfinite(norm), "energies": aux.energies}
+                "finite": jnp.isfinite(norm),
+                "energies": (aux.energies if hasattr(aux, "energies")
+                             else jnp.full(mask.shape, jnp.nan))}
         return params, opt_state, info
 
     return learn_step

@@ -39,6 +39,11 @@ class Problem(NamedTuple):
         simulator and observable from; the training loop never reads it, so a hand-built
         problem (e.g. a periodic fluid with its own criterion) may pass None.
       initial_positions: [n_train, n_atoms, 3] training structures replicas start from.
+      local_observable_fn: localized estimator only (``estimator.environment='molecule'``):
+        ``(R, molecule) -> [k]`` the molecule's bond lengths; ``observable_fn`` is then their
+        mean over the molecules ([k], for the epoch's logged loss) and ``target`` [k] their mean
+        over the training frames and molecules.
+      molecule_index: [n_atoms] int, the molecule of every atom (localized estimator).
 
     A hand-built problem: the simulator's ``steps_per_chunk`` must divide the epoch's steps
     (``TrainConfig.steps_per_epoch``); ``qm_batches=None`` needs ``optimizer.qm_weight=0``
@@ -55,11 +60,41 @@ class Problem(NamedTuple):
     kT_ev: float
     system: System | None
     initial_positions: np.ndarray
+    local_observable_fn: Callable[[Array, Array], Array] | None = None
+    molecule_index: np.ndarray | None = None
+
+
+def local_bond_observables(system: System, train_positions: np.ndarray, dtype=jnp.float32):
+    """The localized estimator's observables of a liquid: ``(local_fn(R, molecule) -> [k]`` bond
+    lengths (minimum image), ``frame_fn(R) -> [k]`` their mean over molecules, the target [k]
+    = the mean over the training frames and molecules)``.
+
+    Raises:
+      ValueError: a system without a molecule index, or molecules with different bond counts.
+    """
+    from stablejax.estimator.localized import bond_length_observable, molecule_bonds
+
+    if system.molecule_index is None:
+        raise ValueError(f"estimator.environment='molecule' needs a system with a molecule index "
+                         f"(System.molecule_index); {system.name} has none")
+    mol = np.asarray(system.molecule_index)
+    table = molecule_bonds(system.bonds, mol)
+    cell = None if system.cell is None else jnp.asarray(system.cell, dtype)
+    local_fn = bond_length_observable(table, cell)
+    molecules = jnp.arange(table.shape[0])
+
+    def frame_fn(R):
+        return jnp.mean(jax.vmap(local_fn, in_axes=(None, 0))(R, molecules), axis=0)
+
+    target = np.asarray(jax.jit(jax.vmap(frame_fn))(jnp.asarray(train_positions, dtype))
+                        ).mean(axis=0)
+    return local_fn, frame_fn, target
 
 
 def make_problem(model: Model, system: System, train: Frames, reference_positions: np.ndarray,
                  cfg: TrainConfig, *, dtype=jnp.float32) -> Problem:
-    """Build the :class:`Problem` of a molecule.
+    """Build the :class:`Problem` of a molecule (or of a liquid with the localized estimator,
+    ``cfg.estimator.environment='molecule'``).
 
     Args:
       model: the potential to train.
@@ -73,10 +108,15 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
         raise ValueError(
             f"atom counts differ: system {system.n_atoms}, train {train.n_atoms}, "
             f"reference {reference_positions.shape[1]}")
-    hr = cfg.hr.kwargs()
-    observable_fn = functools.partial(distance_distribution, **hr)
-    target = np.asarray(distance_distribution_target(jnp.asarray(reference_positions, dtype),
-                                                     **hr))
+    local_fn, mol = None, None
+    if cfg.estimator.environment == "molecule":
+        local_fn, observable_fn, target = local_bond_observables(system, train.positions, dtype)
+        mol = np.asarray(system.molecule_index)
+    else:
+        hr = cfg.hr.kwargs()
+        observable_fn = functools.partial(distance_distribution, **hr)
+        target = np.asarray(distance_distribution_target(
+            jnp.asarray(reference_positions, dtype), **hr))
     frames_per_chunk = _largest_divisor(cfg.frames_per_epoch, 10)
     simulator = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk)
     qm_batches = None
@@ -90,7 +130,7 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
     scales = loss_scales(train, cfg.optimizer.qm_loss) if train.has_labels else LossScales(1.0, 1.0)
     return Problem(model, simulator, observable_fn, target, qm_batches,
                    scales, kT_ev(cfg.md.temperature_k), system,
-                   np.asarray(train.positions))
+                   np.asarray(train.positions), local_fn, mol)
 
 
 def _largest_divisor(n: int, at_most: int) -> int:

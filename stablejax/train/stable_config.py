@@ -47,6 +47,15 @@ class EstimatorConfig:
         reference); steps after the first reuse the frames with importance weights
         exp(-beta (U_theta - U_theta0)) while their ESS stays >= ``reuse_min_ess_fraction``.
       reuse_min_ess_fraction: ESS fraction below which frames are not reused (0.9).
+      environment: ``'frame'`` (the global estimator: one sample per frame, the h(r)
+        observable) or ``'molecule'`` (the localized estimator of liquids: one sample per
+        (frame, molecule), local energy = the molecule's per-atom energies, local observable =
+        its bond lengths, target = their mean over the training frames and molecules; needs
+        the system's molecule index; the paper's water runs use ``block_size`` 4).
+      stratify_bins, stratify_per_bin: ``'molecule'`` only: the candidate environments are
+        binned by their largest bond deviation (``stratify_bins`` equal-width bins) and up to
+        ``stratify_per_bin`` drawn per bin (None: 5 x ``n_replicas``, the paper's), each
+        weighted by its inverse inclusion probability in the ``'physical'`` scaling.
     """
 
     scaling: Literal["reference", "physical"] = "reference"
@@ -56,9 +65,20 @@ class EstimatorConfig:
     stable_frames_only: bool = False
     max_steps_per_epoch: int = 1
     reuse_min_ess_fraction: float = 0.9
+    environment: Literal["frame", "molecule"] = "frame"
+    stratify_bins: int = 100
+    stratify_per_bin: int | None = None
 
     def __post_init__(self):
         check_types(self)
+        need(self, "environment", self.environment in ("frame", "molecule"),
+             "'frame' or 'molecule'")
+        need(self, "stratify_bins", self.stratify_bins >= 1, ">= 1")
+        need(self, "stratify_per_bin", self.stratify_per_bin is None or self.stratify_per_bin >= 1,
+             "None or >= 1")
+        need(self, "max_steps_per_epoch", self.environment == "frame"
+             or self.max_steps_per_epoch == 1, "1 with environment='molecule' (frame reuse "
+             "reweights whole frames, not environments)")
         need(self, "scaling", self.scaling in ("reference", "physical"),
              "'reference' or 'physical'")
         need(self, "block_size", self.block_size >= 1, ">= 1")
