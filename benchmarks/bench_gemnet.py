@@ -154,12 +154,12 @@ def main(argv: list[str] | None = None) -> None:
                         default=["water", "aspirin"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a tiny model, batch 1 and 2")
+    parser.add_argument("--quick", action="store_true", help="a tiny model, batch 2")
     args = parser.parse_args(argv)
     if args.repeats < 1 or min(args.batches) < 1:
         parser.error("--repeats and --batches must be >= 1")
     sizes = ["quick"] if args.quick else args.sizes
-    batches = [1, 2] if args.quick else args.batches
+    batches = [2] if args.quick else args.batches
     for size in sizes:
         for system in args.systems:
             for batch in batches:

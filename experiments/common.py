@@ -61,6 +61,10 @@ class Plan:
     evaluation: object  # EvalConfig
     notes: tuple[str, ...] = ()
     data_overrides: dict = dataclasses.field(default_factory=dict)  # GenerationConfig fields
+    reference: Literal["gfn2-xtb", "openmm-water"] = "gfn2-xtb"
+    """Reference data: GFN2-xTB molecular dynamics of ``system`` (``data_overrides``:
+    GenerationConfig fields), or the OpenMM SPC/Fw water box (``data_overrides``: WaterConfig
+    fields, e.g. ``n_molecules``)."""
     train_frames: int | None = None
     """Use only this many training frames (a seeded random subset of the data set's training
     split) for pre-training and for StABlE's QM term: the paper's data-limited recipe. The
@@ -115,17 +119,28 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         write_json(timings_path, timings)
 
     t = _stage("data")
-    data_cfg = scale_config(plan.system, args.scale, seed=args.seed, **plan.data_overrides)
-    with ProgressBar(f"[1/6 data] {plan.system} GFN2-xTB MD", unit="chunk") as bar:
-        data_path = generate_dataset(data_cfg, args.data_dir, n_workers=args.workers,
-                                     progress=bar)
+    if plan.reference == "openmm-water":
+        from stablejax.data.water import generate_water
+        from stablejax.data.water_config import water_config
+
+        water_cfg = water_config(args.scale, seed=args.seed, **plan.data_overrides)
+        with ProgressBar(f"[1/6 data] {water_cfg.system} OpenMM MD", unit="chunk") as bar:
+            data_path = generate_water(water_cfg, args.data_dir, n_workers=args.workers,
+                                       progress=bar)
+        reference = "OpenMM SPC/Fw flexible water, made offline by stablejax"
+    else:
+        data_cfg = scale_config(plan.system, args.scale, seed=args.seed, **plan.data_overrides)
+        with ProgressBar(f"[1/6 data] {plan.system} GFN2-xTB MD", unit="chunk") as bar:
+            data_path = generate_dataset(data_cfg, args.data_dir, n_workers=args.workers,
+                                         progress=bar)
+        reference = "GFN2-xTB (tblite), made offline by stablejax; not the paper's DFT data"
     dataset = limit_training_frames(load_dataset(data_path), plan.train_frames, args.seed)
     done("data", t)
     if args.until == "data":
         return run_dir
     write_json(run_dir / "experiment.json", {
-        "experiment": experiment, "scale": args.scale, "system": plan.system,
-        "model": plan.model, "data set": str(data_path),
+        "experiment": experiment, "scale": args.scale, "system": dataset.system.name,
+        "model": plan.model, "reference data": reference, "data set": str(data_path),
         "frames train/val/test/reference (used)": f"{dataset.train.n_frames}/{dataset.val.n_frames}/"
                                            f"{dataset.test.n_frames}/{dataset.reference.n_frames}",
         "StABlE replicas x epoch": f"{plan.train.n_replicas} x {plan.train.epoch_ps} ps",

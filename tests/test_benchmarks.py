@@ -97,16 +97,16 @@ def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path):
 
 def test_bench_gemnet_quick():
     records = run_script("bench_gemnet.py", "--quick")
-    assert [(r["system"], r["batch"]) for r in records] == [
-        ("water", 1), ("water", 2), ("aspirin", 1), ("aspirin", 2)]
+    assert [(r["system"], r["batch"]) for r in records] == [("water", 2), ("aspirin", 2)]
     for r in records:
         assert _positive(r["frames_per_s"]) and _positive(r["train_step_over_energy_force"])
         assert _positive(r["param_vjp_over_energy_force"])
         assert r["param_vjp_flops_over_energy_force"] is None or _positive(
             r["param_vjp_flops_over_energy_force"])
-    assert records[0]["neighbour_slots"] > 0 and records[2]["neighbour_slots"] is None
+    assert records[0]["neighbour_slots"] > 0 and records[1]["neighbour_slots"] is None
 
 
+@pytest.mark.slow  # ~45 s: the ASE, OpenMM and stablejax paths of the water box
 def test_md_throughput_gemnet_water_quick():
     """The MD-step-over-force figure of GemNet-T on the water box (tiny model, smoke test)."""
     records = run_script("md_throughput.py", "--quick", "--systems", "water", "--water-model",

@@ -224,7 +224,11 @@ def test_presets_follow_the_data_sets_system():
         asp.md.tolerance_angstrom, asp.hr, asp.optimizer, asp.n_replicas)
     assert preset_for("ethanol", 300.0, 1.0, "aspirin")[1] == "aspirin"  # named explicitly
     with pytest.raises(ValueError, match="unknown preset"):
-        preset_for("ethanol", 300.0, 1.0, "water")
+        preset_for("ethanol", 300.0, 1.0, "argon")
+    # a water box of any size gets the water preset (the localized estimator)
+    for name in ("water", "water32"):
+        water, preset = preset_for(name, 300.0, 1.0)
+        assert preset == "water" and water.estimator.environment == "molecule"
 
 
 # --------------------------------------------------------------- pretrain seeds and workers

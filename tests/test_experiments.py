@@ -63,14 +63,23 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
 def test_plans_of_every_scale_build_and_training_subset_is_checked(tmp_path):
     import pytest
 
-    from experiments import ac_ala3_nhme_nequip, aspirin_schnet, ethanol_schnet
+    from experiments import ac_ala3_nhme_nequip, aspirin_schnet, ethanol_schnet, water_gemnet
     from experiments.common import limit_training_frames
     from stablejax.data.dataset import Dataset
     from stablejax.data.frames import make_frames
 
-    for module in (aspirin_schnet, ac_ala3_nhme_nequip):
+    for module in (aspirin_schnet, ac_ala3_nhme_nequip, water_gemnet):
         for scale in ("demo", "cpu", "paper"):
             assert module.make_plan(scale).train.n_epochs > 0
+    for scale in ("demo", "cpu", "paper"):  # water: the localized estimator, paper settings
+        plan = water_gemnet.make_plan(scale)
+        assert plan.reference == "openmm-water" and plan.model == "gemnet-t"
+        assert plan.train.estimator.environment == "molecule"
+        assert plan.train.optimizer.qm_weight == 0.0 and plan.train.md.temperature_k == 300.0
+    paper = water_gemnet.make_plan("paper")
+    assert (paper.train.n_replicas, paper.train.epoch_ps, paper.train.md.n_dump) == (8, 1.0, 100)
+    assert (paper.train.estimator.block_size, paper.train.optimizer.learning_rate) == (4, 3e-3)
+    assert (paper.evaluation.n_replicas, paper.evaluation.time_ps) == (5, 1000.0)
     demo = ethanol_schnet.make_plan("demo", seed=3)  # the main job
     assert demo.system == "ethanol" and demo.train.seed == demo.evaluation.seed == 3
     with pytest.raises(ValueError, match="demo plan only"):

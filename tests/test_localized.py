@@ -20,6 +20,9 @@ from stablejax.estimator.localized import (
 )
 from stablejax.models import GemNetTConfig, make_model
 
+# JAX-MD's neighbour-list update scatters int64 indices under x64 (not this code's arrays)
+pytestmark = pytest.mark.filterwarnings("ignore:scatter inputs have incompatible types")
+
 TINY = GemNetTConfig(cutoff_angstrom=2.5, n_blocks=1, emb_size_atom=8, emb_size_edge=8,
                      emb_size_rbf=4, emb_size_cbf=4, emb_size_trip=4, emb_size_bil_trip=4,
                      num_radial=3, num_spherical=3, num_atom=1, num_after_skip=1,

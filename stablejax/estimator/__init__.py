@@ -8,11 +8,19 @@
   reuse of frames sampled under older parameters.
 * :func:`per_frame_gradient_baseline`: the dense per-frame-gradient version, for tests and
   benchmarks only.
+* :func:`localized_boltzmann_loss` (:mod:`stablejax.estimator.localized`): the localized
+  estimator of liquids, one molecule per environment, with :func:`stratified_environments`.
 """
 
 from stablejax.estimator._common import mse_loss
 from stablejax.estimator.baseline import per_frame_gradient_baseline
 from stablejax.estimator.boltzmann import EstimatorAux, boltzmann_loss
+from stablejax.estimator.localized import (
+    Environments,
+    LocalizedAux,
+    localized_boltzmann_loss,
+    stratified_environments,
+)
 from stablejax.estimator.reweighting import (
     DEFAULT_MIN_ESS_FRACTION,
     ImportanceWeights,
@@ -25,14 +33,18 @@ from stablejax.estimator.reweighting import (
 
 __all__ = [
     "DEFAULT_MIN_ESS_FRACTION",
+    "Environments",
     "EstimatorAux",
+    "LocalizedAux",
     "ImportanceWeights",
     "boltzmann_loss",
     "effective_sample_size",
     "frame_energies",
     "importance_weights",
+    "localized_boltzmann_loss",
     "log_importance_weights",
     "mse_loss",
     "needs_resimulation",
     "per_frame_gradient_baseline",
+    "stratified_environments",
 ]

@@ -321,8 +321,9 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     info_path = run_dir / "experiment.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
-        lines += ["Reference data: GFN2-xTB (tblite), made offline by stablejax; not the paper's "
-                  "DFT data. Compare the two models on this data only.", "",
+        source = info.get("reference data", "GFN2-xTB (tblite), made offline by stablejax; not "
+                                                    "the paper's DFT data")
+        lines += [f"Reference data: {source}. Compare the two models on this data only.", "",
                   "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in info.items()]
         lines.append("")
