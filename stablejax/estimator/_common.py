@@ -98,6 +98,18 @@ def precision_scope(precision: str | None):
     return jax.default_matmul_precision(precision)
 
 
+def check_settings(scaling: str, block_size: int, chunk_size: int | None, kT: Any,
+                   matmul_precision: str | None) -> None:
+    """The settings every estimator takes: scaling, block and chunk size, kT (required with the
+    physical scaling), matmul precision."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+    check_block_size(block_size)
+    check_chunk_size(chunk_size)
+    check_kT(kT, required=scaling == "physical")
+    check_matmul_precision(matmul_precision)
+
+
 def check_block_size(block_size: int) -> None:
     if not _is_positive_int(block_size):
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")

@@ -148,12 +148,7 @@ def boltzmann_loss(
       ValueError: bad shapes (frames, mask, log_weights, target vs observable, non-scalar
         energy or loss), unknown scaling, bad block/chunk size, or a non-positive kT.
     """
-    if scaling not in C.SCALINGS:
-        raise ValueError(f"scaling must be one of {C.SCALINGS}, got {scaling!r}")
-    C.check_block_size(block_size)
-    C.check_chunk_size(chunk_size)
-    C.check_kT(kT, required=scaling == "physical")
-    C.check_matmul_precision(matmul_precision)
+    C.check_settings(scaling, block_size, chunk_size, kT, matmul_precision)
     frames, n = C.as_frames(frames)
     obs_shape, obs_dtype, target = C.check_observable(observable_fn, frames, target)
     energy_dtype = C.check_energy(energy_fn, params, frames)
@@ -201,25 +196,11 @@ def _make_core(energy_fn, observable_fn, loss_fn, default_loss, scaling, block_s
         if log_weights is not None:
             valid = valid & jnp.isfinite(log_weights)
         wt, wsum = C.normalised_log_weights(valid, log_weights, dtype)
-        has = wsum > 0
-        w = wt / jnp.where(has, wsum, 1.0)
-        obs = jnp.where(valid[:, None], obs, 0.0).astype(dtype)
-        avg = w @ obs
-        avg_s = avg.reshape(obs_shape)
-        loss = jnp.where(has, loss_fn(avg_s, target), 0.0)
-        n_valid = jnp.sum(valid, dtype=jnp.int32)
-        aux = EstimatorAux(avg_s, energies, valid, n_valid, C.entropy_ess(w))
-
-        if scaling == "physical":
-            v = jax.grad(lambda a: loss_fn(a, target))(avg_s).reshape(1, -1)
-            v = jnp.where(has, v, 0.0)
-            centred = jnp.where(valid[:, None], obs - avg, 0.0)
-            coef = w / kT.astype(dtype)
-            ids = jnp.zeros((n,), jnp.int32)
-        else:
-            centred, coef, ids, v = _reference_blocks(
-                obs, wt, valid, perm, target, loss_fn, default_loss, block_size, obs_shape
-            )
+        avg_s, loss, w, centred, coef, ids, v = estimator_constants(
+            obs, wt, wsum, valid, perm, target, kT, loss_fn, default_loss, scaling, block_size,
+            obs_shape, dtype)
+        aux = EstimatorAux(avg_s, energies, valid, jnp.sum(valid, dtype=jnp.int32),
+                           C.entropy_ess(w))
         res = (params, frames, valid, centred, coef.astype(dtype), ids, v.astype(dtype))
         return (loss, aux), res
 
@@ -252,6 +233,38 @@ def _make_core(energy_fn, observable_fn, loss_fn, default_loss, scaling, block_s
 
     core.defvjp(core_fwd, core_bwd)
     return core
+
+
+def estimator_constants(obs, wt, wsum, valid, perm, target, kT, loss_fn, default_loss, scaling,
+                        block_size, obs_shape, dtype):
+    """The weighted average and the per-sample constants of the estimator's backward pass.
+
+    Args:
+      obs: [n, d] observables of the samples (frames or environments); wt [n] their unnormalised
+        weights (0 for invalid ones) with sum ``wsum``; valid [n] bool; perm the block shuffle.
+
+    Returns:
+      (average [obs_shape], loss, normalised weights [n], centred [n, d], coef [n], block ids
+      [n], v [n_blocks, d]) with the gradient ``grad sum_i -coef_i (centred_i . v[ids_i])
+      U_i``.
+    """
+    n = obs.shape[0]
+    has = wsum > 0
+    w = wt / jnp.where(has, wsum, 1.0)
+    obs = jnp.where(valid[:, None], obs, 0.0).astype(dtype)
+    avg = w @ obs
+    avg_s = avg.reshape(obs_shape)
+    loss = jnp.where(has, loss_fn(avg_s, target), 0.0)
+    if scaling == "physical":
+        v = jax.grad(lambda a: loss_fn(a, target))(avg_s).reshape(1, -1)
+        v = jnp.where(has, v, 0.0)
+        centred = jnp.where(valid[:, None], obs - avg, 0.0)
+        coef = w / kT.astype(dtype)
+        ids = jnp.zeros((n,), jnp.int32)
+    else:
+        centred, coef, ids, v = _reference_blocks(obs, wt, valid, perm, target, loss_fn,
+                                                  default_loss, block_size, obs_shape)
+    return avg_s, loss, w, centred, coef, ids, v
 
 
 def _reference_blocks(obs, wt, valid, perm, target, loss_fn, default_loss, block_size, obs_shape):

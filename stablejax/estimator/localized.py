@@ -41,7 +41,7 @@ import numpy as np
 
 from stablejax._types import Array, Params, PyTree
 from stablejax.estimator import _common as C
-from stablejax.estimator.boltzmann import _reference_blocks
+from stablejax.estimator.boltzmann import estimator_constants
 
 
 class Environments(NamedTuple):
@@ -262,12 +262,7 @@ def localized_boltzmann_loss(
         match the target or that is not one array per environment, zero environments, bad
         indices, per-atom energies of the wrong shape, or bad scaling/block/chunk/kT.
     """
-    if scaling not in C.SCALINGS:
-        raise ValueError(f"scaling must be one of {C.SCALINGS}, got {scaling!r}")
-    C.check_block_size(block_size)
-    C.check_chunk_size(chunk_size)
-    C.check_kT(kT, required=scaling == "physical")
-    C.check_matmul_precision(matmul_precision)
+    C.check_settings(scaling, block_size, chunk_size, kT, matmul_precision)
     frames, n_frames = C.as_frames(frames)
     if molecule_index is None:
         raise ValueError("the localized estimator needs the system's molecule index "
@@ -330,7 +325,6 @@ def _make_core(per_atom_energy_fn, observable_fn, loss_fn, default_loss, scaling
     def forward(params, frames, env, molecule_index, target, kT, perm):
         with C.precision_scope(matmul_precision):
             n_env = env.frame.shape[0]
-            n_frames = jax.tree.leaves(frames)[0].shape[0]
             frame_ok = C.frames_finite(frames)
             obs = env_observables(frames, env).reshape(n_env, -1)
             if forward_energies:
@@ -348,25 +342,12 @@ def _make_core(per_atom_energy_fn, observable_fn, loss_fn, default_loss, scaling
                 valid = valid & (wt > 0)
             else:
                 wt = valid.astype(dtype)
-            wsum = jnp.sum(wt)
-            has = wsum > 0
-            w = wt / jnp.where(has, wsum, 1.0)
-            obs = jnp.where(valid[:, None], obs, 0.0).astype(dtype)
-            avg = w @ obs
-            avg_s = avg.reshape(obs_shape)
-            loss = jnp.where(has, loss_fn(avg_s, target), 0.0)
+            avg_s, loss, w, centred, coef, ids, v = estimator_constants(
+                obs, wt, jnp.sum(wt), valid, perm, target, kT, loss_fn, default_loss, scaling,
+                block_size, obs_shape, dtype)
+            obs = jnp.where(valid[:, None], obs, 0.0)
             aux = LocalizedAux(avg_s, local_e, obs.reshape((n_env,) + obs_shape), valid,
                                jnp.sum(valid, dtype=jnp.int32), C.entropy_ess(w))
-            if scaling == "physical":
-                v = jax.grad(lambda a: loss_fn(a, target))(avg_s).reshape(1, -1)
-                v = jnp.where(has, v, 0.0)
-                centred = jnp.where(valid[:, None], obs - avg, 0.0)
-                coef = w / kT.astype(dtype)
-                ids = jnp.zeros((n_env,), jnp.int32)
-            else:
-                centred, coef, ids, v = _reference_blocks(obs, wt, valid, perm, target, loss_fn,
-                                                          default_loss, block_size, obs_shape)
-            del n_frames
             res = (params, frames, env, molecule_index, frame_ok, valid, centred,
                    coef.astype(dtype), ids, v.astype(dtype))
             return (loss, aux), res
