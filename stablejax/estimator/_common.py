@@ -199,6 +199,9 @@ def weighted_energy_grad(
 ) -> PyTree:
     """``grad_params sum_i coef_i * energy_fn(params, frame_i)``, ``chunk_size`` frames at a time.
 
+    ``coef`` is [n_frames] for a scalar ``energy_fn``, or [n_frames, *out] for one with output
+    shape ``out`` (e.g. per-atom energies with per-atom coefficients: the localized estimator).
+
     One reverse pass per chunk, accumulated in a ``lax.scan`` carry: memory is that of one
     chunk's energy VJP plus one parameter-shaped accumulator, independent of the number of
     frames. Per-frame parameter gradients are never formed. All frames must be finite.
@@ -224,8 +227,8 @@ def weighted_energy_grad(
         return chunk_grad(params, frames, coef)
     xs, n_chunks = chunked(frames, chunk)
     # padded frames are copies of frame 0 and get coefficient 0
-    cs = jnp.concatenate([coef, jnp.zeros((n_chunks * chunk - n,), coef.dtype)])
-    cs = cs.reshape(n_chunks, chunk)
+    pad = jnp.zeros((n_chunks * chunk - n,) + coef.shape[1:], coef.dtype)
+    cs = jnp.concatenate([coef, pad]).reshape((n_chunks, chunk) + coef.shape[1:])
 
     def body(acc, inp):
         g = chunk_grad(params, *inp)

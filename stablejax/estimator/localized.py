@@ -373,39 +373,10 @@ def _make_core(per_atom_energy_fn, observable_fn, loss_fn, default_loss, scaling
             atom_ct = jnp.where(used[:, None], atom_ct, 0.0)
             grad = jax.lax.cond(
                 jnp.any(used),
-                lambda: _per_atom_weighted_grad(per_atom_energy_fn, params, safe, atom_ct,
-                                                chunk_size),
+                lambda: C.weighted_energy_grad(per_atom_energy_fn, params, safe, atom_ct,
+                                               chunk_size),
                 lambda: jax.tree.map(jnp.zeros_like, params))
             return (grad, None, None, None, None, None, None)
 
     core.defvjp(lambda *a: forward(*a), core_bwd)
     return core
-
-
-def _per_atom_weighted_grad(per_atom_energy_fn, params, frames, atom_ct, chunk_size):
-    """``grad_params sum_f sum_a atom_ct[f, a] eps_a(params, x_f)``: one reverse pass per chunk
-    of frames (a per-atom cotangent on the per-atom energies), accumulated over chunks."""
-    from stablejax._frames import chunked, effective_chunk
-
-    n = atom_ct.shape[0]
-    chunk = effective_chunk(chunk_size, n)
-    veps = jax.vmap(per_atom_energy_fn, in_axes=(None, 0))
-
-    def chunk_grad(p, xs, cs):
-        eps, pullback = jax.vjp(lambda q: veps(q, xs), p)
-        ok = jnp.all(jnp.isfinite(eps) | (cs == 0))
-        g = pullback(cs.astype(eps.dtype))[0]
-        return jax.tree.map(lambda x: jnp.where(ok, x, jnp.zeros_like(x)), g)
-
-    if chunk == n:
-        return chunk_grad(params, frames, atom_ct)
-    xs, n_chunks = chunked(frames, chunk)
-    pad = n_chunks * chunk - n
-    cs = jnp.concatenate([atom_ct, jnp.zeros((pad,) + atom_ct.shape[1:], atom_ct.dtype)])
-    cs = cs.reshape((n_chunks, chunk) + atom_ct.shape[1:])
-
-    def body(acc, inp):
-        return jax.tree.map(jnp.add, acc, chunk_grad(params, *inp)), None
-
-    acc, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), (xs, cs))
-    return acc
