@@ -38,13 +38,19 @@ def chunked(tree: PyTree, chunk: int) -> tuple[PyTree, int]:
     return jax.tree.map(lambda x: x.reshape((n_chunks, chunk) + x.shape[1:]), padded), n_chunks
 
 
-def map_frames(fn: Callable, frames: PyTree, chunk_size: int | None) -> PyTree:
+def map_frames(fn: Callable, frames: PyTree, chunk_size: int | None, mesh=None) -> PyTree:
     """``vmap(fn)`` over the frame axis, evaluated ``chunk_size`` frames at a time
     (``lax.map`` over chunks; None: all frames at once).
 
     Peak memory is that of ``chunk_size`` simultaneous evaluations, plus the outputs. The last
-    chunk is padded with copies of frame 0, whose outputs are dropped.
+    chunk is padded with copies of frame 0, whose outputs are dropped. With a parallel ``mesh``
+    (:mod:`stablejax.sharding`) the frames are split over its devices, ``chunk_size`` frames at
+    a time on each.
     """
+    if mesh is not None and mesh.size > 1:
+        from stablejax import sharding
+
+        return sharding.map_leading(lambda _, f: map_frames(fn, f, chunk_size), mesh, None, frames)
     n = jax.tree.leaves(frames)[0].shape[0]
     chunk = effective_chunk(chunk_size, n)
     vfn = jax.vmap(fn)

@@ -46,6 +46,10 @@ commands:
   simulate               batched replica MD with stability detection      -> runs/NAME/simulate
   report [NAME]          Markdown report with plots of a run              -> runs/NAME/report.md
 
+Global option: --devices N splits replicas, estimator frames and batches over N devices (on a
+CPU: N host devices of one process; default: every device, i.e. one CPU device). With
+--distributed the process joins a multi-host run (jax.distributed.initialize; see the README).
+
 Runs are named: each command finds the previous one's output by its name under runs/ (or a
 path), and without one takes the most recent run, saying which. --scale {demo,cpu,paper} sizes
 pretrain, train, evaluate and simulate: demo (default) takes minutes on a laptop, paper is the
@@ -62,6 +66,30 @@ def configure_logging() -> None:
     warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
 
 
+def _global_options(argv: list[str]) -> list[str]:
+    """Remove and apply ``--devices N`` and ``--distributed`` (anywhere in ``argv``): they must
+    act before JAX starts its backend."""
+    from stablejax import sharding
+
+    rest, devices, distributed = [], None, False
+    it = iter(argv)
+    for a in it:
+        if a == "--devices" or a.startswith("--devices="):
+            value = a.split("=", 1)[1] if "=" in a else next(it, None)
+            try:
+                devices = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"--devices needs an integer >= 1, got {value!r}") from None
+        elif a == "--distributed":
+            distributed = True
+        else:
+            rest.append(a)
+    if distributed:
+        sharding.initialize_distributed()
+    sharding.use_devices(devices)
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -69,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    cmd = argv[0]
+    try:
+        argv = _global_options(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cmd = argv[0] if argv else ""
     if cmd not in COMMANDS:
         print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -18,7 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stablejax._frames import chunked, effective_chunk, map_frames  # noqa: F401  (C.map_frames)
+from stablejax._frames import (  # noqa: F401  (C.map_frames)
+    chunked,
+    effective_chunk,
+    map_frames,
+    pad_frames,
+)
 from stablejax._types import Array, PyTree
 
 SCALINGS = ("physical", "reference")
@@ -195,7 +200,8 @@ def replace_invalid(frames: PyTree, valid: Array) -> PyTree:
 
 
 def weighted_energy_grad(
-    energy_fn: Callable, params: PyTree, frames: PyTree, coef: Array, chunk_size: int | None
+    energy_fn: Callable, params: PyTree, frames: PyTree, coef: Array, chunk_size: int | None,
+    mesh=None,
 ) -> PyTree:
     """``grad_params sum_i coef_i * energy_fn(params, frame_i)``, ``chunk_size`` frames at a time.
 
@@ -209,8 +215,20 @@ def weighted_energy_grad(
     A chunk in which a frame with a non-zero coefficient has a non-finite energy contributes
     nothing (its gradient is replaced by zeros with ``where``, so NaN cannot leak); callers that
     checked energies beforehand never hit this.
+
+    With a parallel ``mesh`` (:mod:`stablejax.sharding`) the frames are split over its devices,
+    each runs its own chunks, and the parameter cotangents are added across devices (``psum``).
     """
     n = coef.shape[0]
+    if mesh is not None and mesh.size > 1:
+        from stablejax import sharding
+
+        n_pad = sharding.padded_size(n, mesh) - n  # padded frames get coefficient 0
+        xs = pad_frames(frames, n_pad)
+        cs = jnp.concatenate([coef, jnp.zeros((n_pad,) + coef.shape[1:], coef.dtype)])
+        return sharding.sum_leading(
+            lambda p, xc: weighted_energy_grad(energy_fn, p, *xc, chunk_size), mesh, params,
+            (xs, cs))
     chunk = effective_chunk(chunk_size, n)
     venergy = jax.vmap(energy_fn, in_axes=(None, 0))
 

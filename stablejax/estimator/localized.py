@@ -41,6 +41,7 @@ import numpy as np
 
 from stablejax._types import Array, Params, PyTree
 from stablejax.estimator import _common as C
+from stablejax.sharding import check_mesh
 from stablejax.estimator.boltzmann import estimator_constants
 
 
@@ -221,6 +222,7 @@ def localized_boltzmann_loss(
     has_aux: bool = False,
     forward_energies: bool = True,
     matmul_precision: str | None = "highest",
+    mesh=None,
 ) -> Array | tuple[Array, LocalizedAux]:
     """Loss of the environment-averaged local observable, differentiable by the localized
     Boltzmann estimator (module docstring).
@@ -252,7 +254,8 @@ def localized_boltzmann_loss(
         environments with a non-finite local energy (and return ``aux.local_energies``);
         False skips that pass (the gradient then costs one chunked reverse pass over the
         frames; a chunk with a non-finite energy where a cotangent is non-zero is dropped).
-      matmul_precision: as :func:`stablejax.estimator.boltzmann_loss`.
+      matmul_precision, mesh: as :func:`stablejax.estimator.boltzmann_loss` (with a mesh the
+        frames' per-atom energies and the backward pass's chunks are split over its devices).
 
     Returns:
       The scalar loss, or ``(loss, aux)``.
@@ -263,6 +266,7 @@ def localized_boltzmann_loss(
         indices, per-atom energies of the wrong shape, or bad scaling/block/chunk/kT.
     """
     C.check_settings(scaling, block_size, chunk_size, kT, matmul_precision)
+    mesh = check_mesh(mesh)
     frames, n_frames = C.as_frames(frames)
     if molecule_index is None:
         raise ValueError("the localized estimator needs the system's molecule index "
@@ -306,13 +310,14 @@ def localized_boltzmann_loss(
     kT = jnp.asarray(1.0 if kT is None else kT)
     core = _make_core(per_atom_energy_fn, observable_fn, loss_fn, default_loss, scaling,
                       block_size, chunk_size, obs_shape, forward_energies, e_out.dtype,
-                      matmul_precision, n_mol)
+                      matmul_precision, n_mol, mesh)
     loss, aux = core(params, frames, env, molecule_index, target, kT, perm)
     return (loss, aux) if has_aux else loss
 
 
 def _make_core(per_atom_energy_fn, observable_fn, loss_fn, default_loss, scaling, block_size,
-               chunk_size, obs_shape, forward_energies, energy_dtype, matmul_precision, n_mol):
+               chunk_size, obs_shape, forward_energies, energy_dtype, matmul_precision, n_mol,
+               mesh=None):
 
     def env_observables(frames, env):
         def one(inp):
@@ -328,7 +333,8 @@ def _make_core(per_atom_energy_fn, observable_fn, loss_fn, default_loss, scaling
             frame_ok = C.frames_finite(frames)
             obs = env_observables(frames, env).reshape(n_env, -1)
             if forward_energies:
-                eps = C.map_frames(lambda x: per_atom_energy_fn(params, x), frames, chunk_size)
+                eps = C.map_frames(lambda x: per_atom_energy_fn(params, x), frames, chunk_size,
+                                   mesh)
                 per_mol = jax.vmap(lambda e: jax.ops.segment_sum(e, molecule_index, n_mol))(eps)
                 local_e = per_mol[env.frame, env.molecule]  # [n_env]
             else:
@@ -374,7 +380,7 @@ def _make_core(per_atom_energy_fn, observable_fn, loss_fn, default_loss, scaling
             grad = jax.lax.cond(
                 jnp.any(used),
                 lambda: C.weighted_energy_grad(per_atom_energy_fn, params, safe, atom_ct,
-                                               chunk_size),
+                                               chunk_size, mesh),
                 lambda: jax.tree.map(jnp.zeros_like, params))
             return (grad, None, None, None, None, None, None)
 

@@ -141,7 +141,7 @@ def run_eval_stream(sim, params: Params, state, stream, cfg: EvalConfig, *,
 
 def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConfig, *,
                    progress: ProgressFn | None = None,
-                   checkpoint_dir: str | Path | None = None) -> EvalResult:
+                   checkpoint_dir: str | Path | None = None, mesh="all") -> EvalResult:
     """Run the evaluation simulations of ``params`` and compute every metric.
 
     Args:
@@ -150,16 +150,23 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
         newest one found (a run killed at any point resumes after its last finished chunk).
         The result equals that of an uninterrupted run bit for bit, provided the directory
         was written with the same model, parameters, data set and ``cfg``; the caller checks
-        that (the checkpoints do not record it).
+        that (the checkpoints do not record it). Checkpoints hold whole arrays, never a
+        device layout: a run resumes on another device count.
+      mesh: the devices the replicas are split over (:func:`stablejax.sharding.resolve_mesh`:
+        a mesh, ``"all"`` devices, or None for one).
     """
+    from stablejax import sharding
+
+    mesh = sharding.resolve_mesh(mesh)
     system = dataset.system
     from stablejax.evaluate.water import evaluate_water, is_periodic_liquid
 
     if is_periodic_liquid(system):
         return evaluate_water(model, params, dataset, cfg, progress=progress,
-                              checkpoint_dir=checkpoint_dir)
+                              checkpoint_dir=checkpoint_dir, mesh=mesh)
     frames_per_chunk = cfg.chunks[0]
-    sim = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk)
+    sim = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk,
+                             mesh=mesh)
     dtype = jax.tree.leaves(params)[0].dtype
     start_idx = spread_indices(dataset.test.n_frames, cfg.n_replicas)
     R0 = jnp.asarray(dataset.test.positions[start_idx], dtype)

@@ -196,7 +196,7 @@ def fitted_diffusivity(unwrapped, frame_interval_fs: float,
 
 
 def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=None,
-                   checkpoint_dir=None):
+                   checkpoint_dir=None, mesh=None):
     """The water evaluation of ``params`` (see the module docstring); returns an
     ``EvalResult``. ``lag_fit_ps`` (default: 10 %-50 % of the run length):
     the MSD fit range, ps. ``checkpoint_dir``: keep the state and sums after every chunk and
@@ -218,7 +218,7 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
                          neighbor_fn=model.neighbor_fn, criterion=guard,
                          window_criterion=window, frames_per_chunk=frames_per_chunk,
                          nh_tau_steps=cfg.md.nh_tau_steps, gamma_per_ps=cfg.md.gamma_per_ps,
-                         record_unwrapped=True)
+                         record_unwrapped=True, mesh=mesh)
     if lag_fit_ps is None:
         lag_fit_ps = (0.2 * cfg.time_ps / 2, cfg.time_ps / 2)
     frame_fs = cfg.md.frame_interval_fs

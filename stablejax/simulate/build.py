@@ -17,7 +17,7 @@ from stablejax.stability.criteria import (
 
 
 def make_simulator_for(model: Model, system: System, md: MDConfig, *,
-                       frames_per_chunk: int) -> Simulator:
+                       frames_per_chunk: int, mesh=None) -> Simulator:
     """A replica simulator of ``model`` for the molecule ``system`` with the settings ``md``.
 
     The model's ``displacement_fn``, ``shift_fn`` and ``neighbor_fn`` are passed on; a replica
@@ -31,6 +31,7 @@ def make_simulator_for(model: Model, system: System, md: MDConfig, *,
       md: integrator, temperature, time step, friction / Nose-Hoover period, frame interval,
         tolerance (:class:`stablejax.config.MDConfig`).
       frames_per_chunk: frames per compiled chunk.
+      mesh: devices the replicas are split over (:mod:`stablejax.sharding`); None: one.
     """
     from stablejax.evaluate.water import is_periodic_liquid
 
@@ -46,4 +47,4 @@ def make_simulator_for(model: Model, system: System, md: MDConfig, *,
                           displacement_fn=model.displacement_fn, shift_fn=model.shift_fn,
                           neighbor_fn=model.neighbor_fn, criterion=criterion,
                           frames_per_chunk=frames_per_chunk, nh_tau_steps=md.nh_tau_steps,
-                          gamma_per_ps=md.gamma_per_ps)
+                          gamma_per_ps=md.gamma_per_ps, mesh=mesh)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax_md import space
 
+from stablejax import sharding
 from stablejax._keys import raw_key
 from stablejax._types import Array, EnergyFn, Params, ProgressFn
 from stablejax.simulate.chunk import (
@@ -67,6 +68,7 @@ def make_simulator(
     record_velocities: bool = False,
     record_energy: bool = False,
     record_unwrapped: bool = False,
+    mesh: Any = None,
 ) -> Simulator:
     """Build a batched replica simulator for ``energy_fn(params, R, **kwargs)`` (eV, Angstrom).
 
@@ -95,6 +97,10 @@ def make_simulator(
         Nose-Hoover chain to 3N - 3 degrees of freedom).
       rescale_velocities: rescale sampled velocities to the exact target kinetic energy.
       record_velocities, record_energy, record_unwrapped: optional trajectory outputs.
+      mesh: a :class:`jax.sharding.Mesh` from :func:`stablejax.sharding.make_mesh`: the
+        replicas are split over its devices, each integrating its own replicas with no
+        communication inside a chunk (a replica count that does not divide the device count is
+        padded inside each call and the padding cut from the results). None: one device.
 
     Returns:
       A :class:`Simulator`.
@@ -153,11 +159,14 @@ def make_simulator(
                      criterion=criterion, settings=settings, masses_amu=m_np,
                      window_criterion=window_criterion)
 
+    mesh = sharding.check_mesh(mesh)
+    init_one = jax.vmap(functools.partial(init_replica, spec), in_axes=(None, 0, 0, 0, 0))
+
     @jax.jit
     def _init(params, R, velocities, key, neighbor):
         momenta, keys = initial_momenta(spec, R, velocities, key)
-        init_one = functools.partial(init_replica, spec)
-        return jax.vmap(init_one, in_axes=(None, 0, 0, 0, 0))(params, R, momenta, keys, neighbor)
+        return sharding.map_leading(lambda p, xs: init_one(p, *xs), mesh, params,
+                                    (R, momenta, keys, neighbor))
 
     def init(params: Params, positions: Array, key: Array, *, velocities: Array | None = None):
         """Start replicas at ``positions`` [n_replicas, n_atoms, 3] Angstrom.
@@ -186,10 +195,13 @@ def make_simulator(
                 "NVE without a temperature: pass velocities to init, or kT_ev/temperature_k"
             )
         neighbor = None if neighbor_fn is None else allocate_batched(neighbor_fn, R)
+        if sharding.is_parallel(mesh):
+            logger.info("simulation: %s", sharding.describe(mesh, int(R.shape[0]), "replicas"))
         return _init(params, R, velocities, raw_key(key), neighbor)
 
     batched_update = None if neighbor_fn is None else make_batched_update(neighbor_fn)
-    run_chunk = jax.jit(functools.partial(chunk_all, spec, batched_update))
+    chunk_fn = functools.partial(chunk_all, spec, batched_update)
+    run_chunk = jax.jit(lambda params, state: sharding.map_leading(chunk_fn, mesh, params, state))
 
     # ------------------------------------------------------ host-side helpers
     def reallocate_neighbors(state: ReplicaState, *, extra_positions=None, extra_capacity: int = 0):
@@ -202,6 +214,8 @@ def make_simulator(
             extra_capacity=extra_capacity,
         )
         no_overflow = jnp.zeros_like(state.neighbor_overflow)
+        if state.n_replicas % sharding.n_shards(mesh) == 0:  # keep the replicas' layout
+            nbr = sharding.shard_leading(nbr, mesh)
         return state.replace(neighbor=nbr, neighbor_overflow=no_overflow)
 
     def run_chunk_safe(params: Params, state: ReplicaState, *, max_reallocations: int = 4):

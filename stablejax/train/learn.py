@@ -94,7 +94,7 @@ def localized_obs_loss(problem: Problem, cfg: TrainConfig) -> Callable:
             params, frames, env, per_atom_energy_fn=per_atom, observable_fn=observable,
             molecule_index=mol, target=target, kT=problem.kT_ev, scaling=est.scaling,
             block_size=est.block_size, chunk_size=est.chunk_size, key=k_blocks, has_aux=True,
-            forward_energies=est.forward_energies)
+            forward_energies=est.forward_energies, mesh=problem.mesh)
         return loss, aux
 
     return obs_loss
@@ -137,7 +137,8 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
                               log_weights=log_weights, scaling=cfg.estimator.scaling,
                               block_size=cfg.estimator.block_size,
                               chunk_size=cfg.estimator.chunk_size, key=key, has_aux=True,
-                              forward_energies=cfg.estimator.forward_energies)
+                              forward_energies=cfg.estimator.forward_energies,
+                              mesh=problem.mesh)
 
     if cfg.estimator.environment == "molecule":
         if problem.local_observable_fn is None or problem.molecule_index is None:

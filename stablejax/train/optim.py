@@ -121,9 +121,10 @@ def _replace_plateau(opt_state: Any, fn) -> Any:
 
 
 def stable_optimizer(learning_rate: float, *, grad_clip_norm: float, plateau_factor: float,
-                     plateau_patience: int) -> optax.GradientTransformationExtraArgs:
+                     plateau_patience: int, method: str = "sgd"
+                     ) -> optax.GradientTransformationExtraArgs:
     """StABlE's learning-phase step: ``optax.chain(apply_if_finite(chain(clip_by_global_norm,
-    sgd)), scale_by_plateau)``.
+    sgd)), scale_by_plateau)`` (``method='adam'``: ``optax.adam`` in place of ``sgd``).
 
     ``update(grads, state, params)`` takes a step at the current rate; the epoch's unstable
     fraction ``f`` (measured before the step, docs/method.md §4, learning phase, step 3) is
@@ -131,7 +132,10 @@ def stable_optimizer(learning_rate: float, *, grad_clip_norm: float, plateau_fac
     non-finite gradient gives a zero update and is counted
     (``optax.ApplyIfFiniteState.total_notfinite``); the plateau still observes ``f``.
     """
-    step = optax.chain(optax.clip_by_global_norm(grad_clip_norm), optax.sgd(learning_rate))
+    if method not in ("sgd", "adam"):
+        raise ValueError(f"StABlE optimizer method must be 'sgd' or 'adam', got {method!r}")
+    rule = optax.sgd(learning_rate) if method == "sgd" else optax.adam(learning_rate)
+    step = optax.chain(optax.clip_by_global_norm(grad_clip_norm), rule)
     return optax.chain(optax.apply_if_finite(step, max_consecutive_errors=_NEVER),
                        scale_by_plateau(plateau_factor, plateau_patience))
 

@@ -4,7 +4,7 @@ QM training batches. Built once by :func:`make_problem`; static during training.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,8 @@ class Problem(NamedTuple):
         mean over the molecules ([k], for the epoch's logged loss) and ``target`` [k] their mean
         over the training frames and molecules.
       molecule_index: [n_atoms] int, the molecule of every atom (localized estimator).
+      mesh: the devices replicas and estimator frames are split over
+        (:mod:`stablejax.sharding`; the simulator was built with it), or None (one device).
 
     A hand-built problem: the simulator's ``steps_per_chunk`` must divide the epoch's steps
     (``TrainConfig.steps_per_epoch``); ``qm_batches=None`` needs ``optimizer.qm_weight=0``
@@ -62,6 +64,7 @@ class Problem(NamedTuple):
     initial_positions: np.ndarray
     local_observable_fn: Callable[[Array, Array], Array] | None = None
     molecule_index: np.ndarray | None = None
+    mesh: Any = None
 
 
 def local_bond_observables(system: System, train_positions: np.ndarray, dtype=jnp.float32):
@@ -92,7 +95,7 @@ def local_bond_observables(system: System, train_positions: np.ndarray, dtype=jn
 
 
 def make_problem(model: Model, system: System, train: Frames, reference_positions: np.ndarray,
-                 cfg: TrainConfig, *, dtype=jnp.float32) -> Problem:
+                 cfg: TrainConfig, *, dtype=jnp.float32, mesh: Any = "all") -> Problem:
     """Build the :class:`Problem` of a molecule (or of a liquid with the localized estimator,
     ``cfg.estimator.environment='molecule'``).
 
@@ -103,7 +106,13 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
       reference_positions: [n_frames, n_atoms, 3] reference trajectory, Angstrom: the h(r)
         target.
       cfg: training config.
+      mesh: the devices replicas (simulation) and frames (estimator) are split over: a
+        :class:`jax.sharding.Mesh` (:func:`stablejax.sharding.make_mesh`), ``"all"`` (every
+        device JAX sees; one device runs the plain single-device code) or None (one device).
     """
+    from stablejax import sharding
+
+    mesh = sharding.resolve_mesh(mesh)
     if train.n_atoms != system.n_atoms or reference_positions.shape[1] != system.n_atoms:
         raise ValueError(
             f"atom counts differ: system {system.n_atoms}, train {train.n_atoms}, "
@@ -118,7 +127,8 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
         target = np.asarray(distance_distribution_target(
             jnp.asarray(reference_positions, dtype), **hr))
     frames_per_chunk = _largest_divisor(cfg.frames_per_epoch, 10)
-    simulator = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk)
+    simulator = make_simulator_for(model, system, cfg.md, frames_per_chunk=frames_per_chunk,
+                                   mesh=mesh)
     qm_batches = None
     if cfg.optimizer.qm_weight > 0:
         if not train.has_labels:
@@ -130,7 +140,7 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
     scales = loss_scales(train, cfg.optimizer.qm_loss) if train.has_labels else LossScales(1.0, 1.0)
     return Problem(model, simulator, observable_fn, target, qm_batches,
                    scales, kT_ev(cfg.md.temperature_k), system,
-                   np.asarray(train.positions), local_fn, mol)
+                   np.asarray(train.positions), local_fn, mol, mesh)
 
 
 def _largest_divisor(n: int, at_most: int) -> int:

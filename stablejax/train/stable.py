@@ -158,7 +158,8 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
                          f"not a multiple of the simulator's steps per chunk ({spc})")
     tx = stable_optimizer(cfg.optimizer.learning_rate, grad_clip_norm=cfg.optimizer.grad_clip_norm,
                           plateau_factor=cfg.optimizer.plateau_factor,
-                          plateau_patience=cfg.optimizer.plateau_patience)
+                          plateau_patience=cfg.optimizer.plateau_patience,
+                          method=cfg.optimizer.method)
     learn_step = make_learn_step(problem, cfg, tx)
     reweighting = make_frame_reweighting(problem, cfg) \
         if cfg.estimator.max_steps_per_epoch > 1 else None

@@ -93,6 +93,10 @@ class OptimizerConfig:
 
     Attributes:
       learning_rate: SGD rate at the start of a learning phase (lr_0).
+      method: ``'sgd'`` (the paper's plain SGD step) or ``'adam'`` (optax's Adam: steps of
+        about ``learning_rate`` per parameter whatever the gradient's magnitude; for models
+        whose estimator gradients are far smaller than the paper model's, where an SGD rate
+        tuned for the paper would not move the parameters within a short run).
       grad_clip_norm: global gradient-norm clip.
       plateau_factor, plateau_patience: reduce-on-plateau of the rate on the unstable fraction
         within a learning phase (PyTorch's rule, as the reference).
@@ -110,10 +114,12 @@ class OptimizerConfig:
     qm_loss: QMLossConfig = QMLossConfig()
     qm_batch_size: int = 40
     qm_max_batches: int | None = None
+    method: Literal["sgd", "adam"] = "sgd"
 
     def __post_init__(self):
         check_types(self)
         need(self, "learning_rate", self.learning_rate > 0, "> 0")
+        need(self, "method", self.method in ("sgd", "adam"), "'sgd' or 'adam'")
         need(self, "grad_clip_norm", self.grad_clip_norm > 0, "> 0")
         need(self, "plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)")
         need(self, "plateau_patience", self.plateau_patience >= 0, ">= 0")
