@@ -17,6 +17,8 @@
 #   OUTDIR/gpu_check_env_<backend>.json      versions and devices
 #   OUTDIR/md_throughput_<backend>.jsonl     128 and 512 replicas, SchNet/aspirin and LJ, ASE loop
 #   OUTDIR/estimator_<backend>.jsonl         2,560 and 40,960 frames, estimator vs baseline
+#   OUTDIR/scaling_<backend>.jsonl           MD and estimator against the device count (1, 2,
+#                                            4, ... up to all local devices)
 # --quick: the benchmarks' smoke-test sizes (the same steps, numbers meaningless) for trying
 # the script on a CPU. Sized to finish in about 4 minutes on one GPU.
 set -euo pipefail
@@ -72,4 +74,14 @@ echo "gpu_check: md_throughput ${md_args[*]}" >&2
 echo "gpu_check: estimator ${est_args[*]}" >&2
 "$py" benchmarks/estimator.py "${est_args[@]}" --structure benchmarks/aspirin.xyz \
     | tee "$out/estimator_$backend.jsonl"
+n_dev=$("$py" -c "import jax; print(len(jax.devices()))")
+counts=(1)
+for ((k = 2; k <= n_dev; k *= 2)); do counts+=("$k"); done
+if ((quick)); then
+    scale_args=(--quick --devices 1 2 --steps 20 --frames 32 --repeats 1)
+else
+    scale_args=(--devices "${counts[@]}" --replicas 128 --steps 200 --frames 2560 --repeats 3)
+fi
+echo "gpu_check: scaling ${scale_args[*]}" >&2
+"$py" benchmarks/scaling.py "${scale_args[@]}" | tee "$out/scaling_$backend.jsonl"
 echo "gpu_check: done; JSON lines in $out" >&2

@@ -40,6 +40,9 @@ class Args:
     workers: int | None = None
     """Processes for GFN2-xTB data generation (default: all cores)."""
     seed: int = 0
+    devices: int | None = None
+    """Split replicas, estimator frames and batches over this many devices (on a CPU: host
+    devices of this process); default: every device (one CPU device)."""
     until: Literal["data", "pretrain", "eval_pretrained", "stable", "eval_stable"] | None = None
     """Stop after this stage (default: run every stage and write the report); a later run
     with the same --run-dir continues from there."""
@@ -240,6 +243,9 @@ def main(make_plan, experiment: str, argv: list[str] | None = None) -> int:
     doc = getattr(sys.modules.get(getattr(make_plan, "__module__", "")), "__doc__", None) or ""
     args = tyro.cli(Args, args=argv, prog=f"python -m experiments.{experiment}",
                     description=doc.strip() or None)
+    from stablejax.sharding import use_devices
+
+    use_devices(args.devices)  # before JAX starts its backend
     plan = with_train_overrides(make_plan(args.scale, args.seed), args.train_overrides)
     out = run(plan, args, experiment)
     if args.until is not None:

@@ -115,6 +115,8 @@ def initialize_distributed(coordinator_address: str | None = None,
     num_processes = number("STABLEJAX_NUM_PROCESSES", num_processes)
     process_id = number("STABLEJAX_PROCESS_ID", process_id)
     timeout_s = number("STABLEJAX_DIST_TIMEOUT", timeout_s) or 120
+    # CPU processes reduce across hosts with Gloo (GPUs use NCCL, TPUs their ICI regardless)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator_address and process_id not in (None, 0):
         # JAX aborts the whole process (no Python exception) when the coordinator cannot be
         # reached: try it first, so that an unreachable one is a one-line error

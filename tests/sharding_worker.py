@@ -153,12 +153,94 @@ def localized_estimator() -> dict:
             for name in ("physical", "reference")}
 
 
+def qm_gradient() -> dict:
+    """The energy/force loss and its gradient (pre-training, StABlE's QM term) on a batch of
+    5 labelled frames (padded to the device count with weight-0 frames)."""
+    from stablejax.models.frames import Batch
+    from stablejax.train.losses import LossScales, QMLossConfig, qm_value_and_grad
+
+    cfg = SchNetConfig(cutoff_angstrom=4.0, hidden_features=8, n_filters=8, n_interactions=1,
+                       n_gaussians=8, param_dtype=DTYPE)
+    z = np.array([6, 6, 8, 1, 1, 1])
+    rng = np.random.default_rng(5)
+    R = jnp.asarray(rng.normal(size=(6, 3))[None] + 0.1 * rng.normal(size=(5, 6, 3)), DTYPE)
+    model = make_model(cfg, z)
+    params = model.init(jax.random.PRNGKey(1), R[0])
+    other = model.init(jax.random.PRNGKey(2), R[0])
+    e, g = jax.vmap(jax.value_and_grad(model.energy_fn, argnums=1), (None, 0))(other, R)
+    batch = Batch(R, e, -g, jnp.asarray([1, 1, 1, 1, 0], DTYPE))  # last frame: padding
+    out = {}
+    for k, mesh in MESHES.items():
+        for loss in ("mse", "l2mae"):
+            qcfg = QMLossConfig(0.1, 0.9, force_loss=loss)
+            out[f"qm_{loss}_{k}"] = jax.jit(lambda p, mesh=mesh, qcfg=qcfg: qm_value_and_grad(
+                p, batch, energy_fn=model.energy_fn, cfg=qcfg, scales=LossScales(1.0, 2.0),
+                mesh=mesh))(params)
+    return out
+
+
+def stable_run() -> dict:
+    """Three StABlE epochs (simulation, then learning) of the LJ fluid of tests/lj_fluid.py
+    with 6 replicas (padded on 4 devices): the phase decisions must be the same on every
+    device count ("phases_<k>" is 0.0 when they are) and the parameters equal."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import lj_fluid as L
+    from jax_md import space
+
+    from stablejax.stability.criteria import min_intermolecular_distance_criterion
+    from stablejax.train import TrainState, train
+
+    import tempfile
+
+    lj = L.make_lj()
+    disp, shift = space.periodic(L.BOX)
+    criterion = min_intermolecular_distance_criterion(np.arange(L.N_ATOMS),
+                                                      threshold_angstrom=L.THRESHOLD, cell=L.BOX)
+    cfg = L.base_cfg(n_replicas=6, n_epochs=3, stable_epochs=None)
+
+    def problem_on(mesh):
+        sim = make_simulator(L.lj_energy, masses=np.full(L.N_ATOMS, L.MASS), dt_fs=L.DT_FS,
+                             n_dump=L.N_DUMP, integrator="nose_hoover",
+                             temperature_k=L.TEMPERATURE_K, displacement_fn=disp,
+                             shift_fn=shift, criterion=criterion,
+                             frames_per_chunk=L.FRAMES_PER_CHUNK, mesh=mesh)
+        return lj.problem._replace(simulator=sim, mesh=mesh)
+
+    def run(mesh, cfg, records, run_dir=None):
+        state = TrainState.create(problem_on(mesh), {"sigma": jnp.asarray(2.2, DTYPE)}, cfg)
+        return train(state, cfg, run_dir=run_dir, progress=lambda d, t, i: records.append(
+            (i["phase"], i["unstable_fraction"])) if "phase" in i else None)
+
+    out, phases = {}, {}
+    for k, mesh in MESHES.items():
+        phases[k] = []
+        out[f"stable_params_{k}"] = run(mesh, cfg, phases[k]).params
+    assert [p for p, _ in phases[1]][:2] == ["simulation", "learning"], phases[1]
+    for k in MESHES:
+        out[f"phases_{k}"] = jnp.asarray(0.0 if phases[k] == phases[1] else 1.0)
+    # checkpoints: 2 epochs on k devices, resumed for the third on 1 device, and the reverse
+    two = L.base_cfg(n_replicas=6, n_epochs=2, stable_epochs=None)
+    for k, mesh in MESHES.items():
+        if k == 1:
+            continue
+        for first, then, name in ((mesh, MESHES[1], f"saved_on_k_resumed_on_1_{k}"),
+                                  (MESHES[1], mesh, f"saved_on_1_resumed_on_k_{k}")):
+            with tempfile.TemporaryDirectory() as d:
+                run(first, two, [], run_dir=d)
+                out[name] = run(then, cfg, [], run_dir=d).params
+    out["saved_on_k_resumed_on_1_1"] = out["stable_params_1"]
+    out["saved_on_1_resumed_on_k_1"] = out["stable_params_1"]
+    return out
+
+
 def main() -> None:
     assert len(jax.devices()) >= 4, "start with XLA_FLAGS=--xla_force_host_platform_device_count=4"
     out = {}
     # trajectories in float64 only: MD is chaotic, float32 rounding differences grow
-    parts = (lj_trajectories,) if DTYPE == "float64" else ()
-    for part in parts + (global_estimator, localized_estimator):
+    parts = (lj_trajectories, stable_run) if DTYPE == "float64" else ()
+    for part in parts + (global_estimator, localized_estimator, qm_gradient):
         out.update(part())
     result = {"dtype": DTYPE, "devices": len(jax.devices())}
     for key, value in out.items():

@@ -124,3 +124,14 @@ def test_bench_localized_quick():
         assert _positive(r["grad_s"]) and _positive(r["grad_over_energy_force"])
     if records[0]["temp_mb"] is not None:  # memory flat in the number of environments
         assert records[1]["temp_mb"] <= 1.1 * records[0]["temp_mb"]
+
+
+@pytest.mark.slow  # ~100 s: one process per device count, both systems
+def test_scaling_quick():
+    records = run_script("scaling.py", "--quick", "--devices", "1", "2", "--repeats", "1",
+                         "--steps", "20", "--frames", "32")
+    assert sorted((r["system"], r["devices"]) for r in records) == [
+        ("aspirin", 1), ("aspirin", 2), ("water", 1), ("water", 2)]
+    for r in records:
+        assert _positive(r["replica_steps_per_s"]) and _positive(r["estimator_s"])
+        assert _positive(r["parallel_efficiency"])

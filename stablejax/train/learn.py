@@ -18,7 +18,7 @@ import optax
 from stablejax._types import Array, Params
 from stablejax.estimator import boltzmann_loss, frame_energies, importance_weights
 from stablejax.models.frames import frame_energy_fn
-from stablejax.train.losses import Batch, qm_loss
+from stablejax.train.losses import Batch, qm_value_and_grad
 from stablejax.train.problem import Problem
 from stablejax.train.stable_config import TrainConfig
 
@@ -152,12 +152,10 @@ def make_learn_step(problem: Problem, cfg: TrainConfig, tx: optax.GradientTransf
             idx = jax.random.choice(key, n, (cfg.optimizer.qm_max_batches,), replace=False)
             batches = jax.tree.map(lambda x: x[idx], batches)
 
-        def loss_fn(p, b):
-            return qm_loss(p, b, energy_fn=qm_energy_fn, cfg=cfg.optimizer.qm_loss,
-                           scales=problem.qm_scales)[0]
-
         def one(acc, b):
-            l, g = jax.value_and_grad(loss_fn)(params, b)
+            (l, _), g = qm_value_and_grad(params, b, energy_fn=qm_energy_fn,
+                                          cfg=cfg.optimizer.qm_loss, scales=problem.qm_scales,
+                                          mesh=problem.mesh)
             return jax.tree.map(jnp.add, acc, (l, g)), None
 
         zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))

@@ -66,27 +66,72 @@ def loss_scales(train: Frames, cfg: QMLossConfig) -> LossScales:
     return LossScales(energy=s_e if s_e > 0 else 1.0, force=s_f if s_f > 0 else 1.0)
 
 
-def qm_loss(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossConfig,
-            scales: LossScales) -> tuple[Array, dict]:
-    """Weighted, normalised energy + force loss of one batch, and metrics (eV, eV/Angstrom)."""
+def _frame_sums(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossConfig,
+                scales: LossScales) -> dict:
+    """Sums over the batch's frames (weighted by ``batch.weight``): the normalised energy and
+    force error terms and the metrics' absolute errors."""
     R = batch.positions
     e, f = predict(energy_fn, params, R, batch.neighbor_idx)
     n_atoms = R.shape[1]
     de = (e - batch.energies) / (n_atoms if cfg.per_atom_energy else 1)
     df = f - batch.forces
     w = batch.weight
-    n = jnp.maximum(w.sum(), 1.0)
-    mse_e = jnp.sum(w * (de / scales.energy) ** 2) / n
     if cfg.force_loss == "l2mae":
         # sqrt with a floor: its gradient at a zero error is finite (exact fits of padded frames)
         norm = jnp.sqrt(jnp.maximum(jnp.sum((df / scales.force) ** 2, axis=-1), 1e-30))
-        loss_f = jnp.sum(w[:, None] * norm) / (n * n_atoms)
+        force_sum = jnp.sum(w[:, None] * norm)
     else:
-        loss_f = jnp.sum(w[:, None, None] * (df / scales.force) ** 2) / (n * n_atoms * 3)
-    loss = cfg.energy_weight * mse_e + cfg.force_weight * loss_f
-    metrics = {
-        "energy_abs_sum_ev": jnp.sum(w * jnp.abs(e - batch.energies)),
-        "force_abs_sum_ev_per_a": jnp.sum(w[:, None, None] * jnp.abs(df)),
-        "n_frames": w.sum(),
-    }
+        force_sum = jnp.sum(w[:, None, None] * (df / scales.force) ** 2)
+    return {"energy_sq_sum": jnp.sum(w * (de / scales.energy) ** 2), "force_sum": force_sum,
+            "energy_abs_sum_ev": jnp.sum(w * jnp.abs(e - batch.energies)),
+            "force_abs_sum_ev_per_a": jnp.sum(w[:, None, None] * jnp.abs(df))}
+
+
+def _loss_weights(batch: Batch, cfg: QMLossConfig) -> tuple[Array, Array]:
+    """loss = a * energy_sq_sum + b * force_sum (a, b from the batch's weights only)."""
+    n = jnp.maximum(batch.weight.sum(), 1.0)
+    per_frame = batch.positions.shape[1] * (3 if cfg.force_loss == "mse" else 1)
+    return cfg.energy_weight / n, cfg.force_weight / (n * per_frame)
+
+
+def qm_loss(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossConfig,
+            scales: LossScales) -> tuple[Array, dict]:
+    """Weighted, normalised energy + force loss of one batch, and metrics (eV, eV/Angstrom)."""
+    sums = _frame_sums(params, batch, energy_fn=energy_fn, cfg=cfg, scales=scales)
+    a, b = _loss_weights(batch, cfg)
+    loss = a * sums["energy_sq_sum"] + b * sums["force_sum"]
+    metrics = {"energy_abs_sum_ev": sums["energy_abs_sum_ev"],
+               "force_abs_sum_ev_per_a": sums["force_abs_sum_ev_per_a"],
+               "n_frames": batch.weight.sum()}
     return loss, metrics
+
+
+def qm_value_and_grad(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossConfig,
+                      scales: LossScales, mesh=None) -> tuple[tuple[Array, dict], Params]:
+    """``jax.value_and_grad(qm_loss, has_aux=True)``, data-parallel over ``mesh``: the batch's
+    frames are split over the devices (padded with weight-0 frames), each device takes the
+    gradient of its frames' share of the loss, and the shares are added (``psum``)."""
+    from stablejax import sharding
+
+    kw = dict(energy_fn=energy_fn, cfg=cfg, scales=scales)
+    if not sharding.is_parallel(mesh):
+        return jax.value_and_grad(qm_loss, has_aux=True)(params, batch, **kw)
+    a, b = _loss_weights(batch, cfg)
+    n = batch.weight.shape[0]
+    padded = sharding.pad_leading(batch, sharding.padded_size(n, mesh))
+    padded = padded._replace(weight=jnp.concatenate(
+        [batch.weight, jnp.zeros((padded.weight.shape[0] - n,), batch.weight.dtype)]))
+
+    def local(p, bt):
+        def share(q):
+            sums = _frame_sums(q, bt, **kw)
+            return a * sums["energy_sq_sum"] + b * sums["force_sum"], sums
+
+        (loss, sums), g = jax.value_and_grad(share, has_aux=True)(p)
+        return loss, sums, g
+
+    loss, sums, grads = sharding.sum_leading(local, mesh, params, padded)
+    metrics = {"energy_abs_sum_ev": sums["energy_abs_sum_ev"],
+               "force_abs_sum_ev_per_a": sums["force_abs_sum_ev_per_a"],
+               "n_frames": batch.weight.sum()}
+    return (loss, metrics), grads

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ from stablejax.train.losses import (
     loss_scales,
     make_batches,
     qm_loss,
+    qm_value_and_grad,
     stack_batches,
 )
 from stablejax.train.optim import (
@@ -221,8 +223,9 @@ def _optimizer(cfg: PretrainConfig) -> optax.GradientTransformation:
                               weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
 
 
-def _make_epoch_fn(energy_fn, cfg: PretrainConfig, scales: LossScales):
-    """``energy_fn``: the model's frame energy (:func:`stablejax.models.frame_energy_fn`)."""
+def _make_epoch_fn(energy_fn, cfg: PretrainConfig, scales: LossScales, mesh=None):
+    """``energy_fn``: the model's frame energy (:func:`stablejax.models.frame_energy_fn`);
+    ``mesh``: the devices each batch's frames are split over (data parallel)."""
     tx = _optimizer(cfg)
     loss_fn = lambda p, b: qm_loss(p, b, energy_fn=energy_fn, cfg=cfg.loss,  # noqa: E731
                                    scales=scales)
@@ -231,7 +234,8 @@ def _make_epoch_fn(energy_fn, cfg: PretrainConfig, scales: LossScales):
     def epoch_fn(params, opt_state, ema, step, batches: Batch):
         def one(carry, batch):
             params, opt_state, ema, step = carry
-            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+            (loss, metrics), grads = qm_value_and_grad(params, batch, energy_fn=energy_fn,
+                                                       cfg=cfg.loss, scales=scales, mesh=mesh)
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             if cfg.ema_decay is not None:
@@ -276,6 +280,7 @@ def pretrain(
     run_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
     allow_changes: tuple[str, ...] = (),
+    mesh: Any = "all",
 ) -> PretrainState:
     """Fit ``state.model`` to the energies and forces of ``train``; select on ``val``.
 
@@ -289,7 +294,15 @@ def pretrain(
 
     Returns:
       The final state; ``state.best_params`` are the selected parameters.
+
+    ``mesh``: the devices every batch's frames are split over, each taking the gradient of
+    its frames and the gradients added across devices (:func:`stablejax.sharding.resolve_mesh`:
+    a mesh, ``"all"`` devices, or None). The result equals the one-device run's up to the
+    order of floating-point sums; checkpoints hold whole arrays and resume on any count.
     """
+    from stablejax import sharding
+
+    mesh = sharding.resolve_mesh(mesh)
     for name, fr in (("train", train), ("val", val)):
         if not fr.has_labels:
             raise ValueError(f"pretrain: the {name} frames have no energy/force labels")
@@ -298,7 +311,7 @@ def pretrain(
     dtype = jnp.dtype(cfg.dtype)
     scales = loss_scales(train, cfg.loss)
     epoch_fn, eval_fn = _make_epoch_fn(frame_energy_fn(state.model, train.positions[0]), cfg,
-                                       scales)
+                                       scales, mesh)
     # Periodic models: one neighbour list per frame, built once (frames never move here).
     train_idx = frames_neighbor_idx(state.model, train.positions)
     val_idx = frames_neighbor_idx(state.model, val.positions)
