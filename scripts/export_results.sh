@@ -7,7 +7,7 @@ name=${2:-$(basename "$run")}
 [ -f "$run/report.md" ] || { echo "$run/report.md missing: run 'python -m stablejax report $run' first" >&2; exit 2; }
 out=docs/results/$name
 mkdir -p "$out"
-for f in report.md summary.json experiment.json timings.json survival.png hr.png bonds.png history.png; do
+for f in report.md summary.json experiment.json timings.json survival.png hr.png bonds.png rdf.png msd.png history.png; do
   [ -f "$run/$f" ] && cp "$run/$f" "$out/"
 done
 [ -f "$run/pretrain/results.json" ] && cp "$run/pretrain/results.json" "$out/pretrain_results.json"

@@ -63,7 +63,7 @@ def plot_history(plt, run_dir: Path, records: list[dict]) -> None:
     learn = np.array([r["phase"] == "learning" for r in records])
     fig, axes = plt.subplots(4, 1, figsize=(7, 8), sharex=True)
     series = [("unstable_fraction", "unstable fraction"),
-              ("obs_loss", "h(r) loss (learning)"),
+              ("obs_loss", "observable loss (learning)"),
               ("qm_loss", "QM loss (learning)"),
               ("learning_rate", "learning rate")]
     for ax, (key, label) in zip(axes, series):
