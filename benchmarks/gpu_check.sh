@@ -18,7 +18,8 @@
 #   OUTDIR/md_throughput_<backend>.jsonl     128 and 512 replicas, SchNet/aspirin and LJ, ASE loop
 #   OUTDIR/estimator_<backend>.jsonl         2,560 and 40,960 frames, estimator vs baseline
 #   OUTDIR/scaling_<backend>.jsonl           MD and estimator against the device count (1, 2,
-#                                            4, ... up to all local devices)
+#                                            4, ... up to all local devices; water only where
+#                                            OpenMM is installed)
 # --quick: the benchmarks' smoke-test sizes (the same steps, numbers meaningless) for trying
 # the script on a CPU. Sized to finish in about 4 minutes on one GPU.
 set -euo pipefail
@@ -77,11 +78,15 @@ echo "gpu_check: estimator ${est_args[*]}" >&2
 n_dev=$("$py" -c "import jax; print(len(jax.devices()))")
 counts=(1)
 for ((k = 2; k <= n_dev; k *= 2)); do counts+=("$k"); done
+# the water box is made with OpenMM (absent on the GPU machine): aspirin only without it
+systems=(aspirin)
+if "$py" -c "import openmm" 2>/dev/null; then systems+=(water); fi
 if ((quick)); then
     scale_args=(--quick --devices 1 2 --steps 20 --frames 32 --repeats 1)
 else
     scale_args=(--devices "${counts[@]}" --replicas 128 --steps 200 --frames 2560 --repeats 3)
 fi
 echo "gpu_check: scaling ${scale_args[*]}" >&2
-"$py" benchmarks/scaling.py "${scale_args[@]}" | tee "$out/scaling_$backend.jsonl"
+"$py" benchmarks/scaling.py "${scale_args[@]}" --systems "${systems[@]}" \
+    | tee "$out/scaling_$backend.jsonl"
 echo "gpu_check: done; JSON lines in $out" >&2

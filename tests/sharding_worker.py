@@ -9,6 +9,7 @@ the largest entry of the 1-device result.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -200,6 +201,7 @@ def stable_run() -> dict:
                                                       threshold_angstrom=L.THRESHOLD, cell=L.BOX)
     cfg = L.base_cfg(n_replicas=6, n_epochs=3, stable_epochs=None)
 
+    @functools.cache
     def problem_on(mesh):
         sim = make_simulator(L.lj_energy, masses=np.full(L.N_ATOMS, L.MASS), dt_fs=L.DT_FS,
                              n_dump=L.N_DUMP, integrator="nose_hoover",

@@ -34,6 +34,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # ~22 s; the models themselves: tests/test_models.py
 def test_bench_models_quick():
     records = run_script("bench_models.py", "--quick")
     assert [(r["model"], r["system"], r["n_atoms"]) for r in records] == [
@@ -46,6 +47,7 @@ def test_bench_models_quick():
     assert 5.0 < records[1]["avg_num_neighbors"] < 41.0
 
 
+@pytest.mark.slow  # ~27 s; the estimator itself: tests/test_estimator.py
 def test_estimator_quick_x64():
     """float64: the estimator and the dense baseline must agree to round-off (~1e-12 seen;
     1e-6 leaves room for other BLAS orders while still catching any estimator error, which
@@ -95,6 +97,7 @@ def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path):
     assert len(est) == 1 and est[0]["baseline"] == "ran" and est[0]["n_atoms"] == 21
 
 
+@pytest.mark.slow  # ~32 s; the model itself: tests/test_gemnet.py
 def test_bench_gemnet_quick():
     records = run_script("bench_gemnet.py", "--quick")
     assert [(r["system"], r["batch"]) for r in records] == [("water", 2), ("aspirin", 2)]
@@ -117,6 +120,7 @@ def test_md_throughput_gemnet_water_quick():
     assert _positive(mine[0]["step_over_force_ratio"]) and not mine[0]["neighbor_overflow"]
 
 
+@pytest.mark.slow  # ~25 s; the estimator itself: tests/test_localized.py
 def test_bench_localized_quick():
     records = run_script("bench_localized.py", "--quick")
     assert [r["n_environments"] for r in records] == [16, 64]

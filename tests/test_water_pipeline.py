@@ -168,6 +168,7 @@ def test_liquid_presets():
     assert model_overrides("schnet", "demo") == {}
 
 
+@pytest.mark.slow  # ~28 s; GemNet-T pre-training itself: tests/test_pretrain.py
 def test_gemnet_pretrains_on_water_from_the_cli(water_root, tmp_path):
     from stablejax.cli.pretrain import main
     from stablejax.pipeline import load_model_dir
