@@ -47,9 +47,9 @@ def map_frames(fn: Callable, frames: PyTree, chunk_size: int | None, mesh=None) 
     (:mod:`stablejax.sharding`) the frames are split over its devices, ``chunk_size`` frames at
     a time on each.
     """
-    if mesh is not None and mesh.size > 1:
-        from stablejax import sharding
+    from stablejax import sharding
 
+    if sharding.is_parallel(mesh):
         return sharding.map_leading(lambda _, f: map_frames(fn, f, chunk_size), mesh, None, frames)
     n = jax.tree.leaves(frames)[0].shape[0]
     chunk = effective_chunk(chunk_size, n)

@@ -151,11 +151,6 @@ def _wait_for_coordinator(address: str, timeout_s: float) -> None:
             time.sleep(0.5)
 
 
-def is_main_process() -> bool:
-    """True on the process that writes logs, progress and checkpoints (process 0)."""
-    return jax.process_index() == 0
-
-
 def resolve_mesh(mesh: Mesh | str | None) -> Mesh | None:
     """``"all"``: a mesh over every device JAX sees (or the count given to
     :func:`use_devices`) when that is more than one, else None (the plain single-device code);

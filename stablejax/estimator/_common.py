@@ -220,9 +220,9 @@ def weighted_energy_grad(
     each runs its own chunks, and the parameter cotangents are added across devices (``psum``).
     """
     n = coef.shape[0]
-    if mesh is not None and mesh.size > 1:
-        from stablejax import sharding
+    from stablejax import sharding
 
+    if sharding.is_parallel(mesh):
         n_pad = sharding.padded_size(n, mesh) - n  # padded frames get coefficient 0
         xs = pad_frames(frames, n_pad)
         cs = jnp.concatenate([coef, jnp.zeros((n_pad,) + coef.shape[1:], coef.dtype)])
