@@ -24,6 +24,7 @@ import tyro  # noqa: E402
 
 from stablejax.cli.main import configure_logging  # noqa: E402
 from stablejax.cli.progress import ProgressBar  # noqa: E402
+from stablejax.sharding import primary_only  # noqa: E402
 
 Scale = Literal["demo", "cpu", "paper"]
 
@@ -175,7 +176,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
             res = evaluate_model(model, params, dataset, plan.evaluation, progress=bar,
                                  checkpoint_dir=run_dir / f"{name}.partial")
         save_eval(run_dir / name, res.summary, res.arrays)
-        shutil.rmtree(run_dir / f"{name}.partial", ignore_errors=True)
+        remove_tree(run_dir / f"{name}.partial")
         done(name, t)
 
     evaluate("eval_pretrained", params, "[3/6 evaluate pre-trained]")
@@ -202,11 +203,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
         # deterministic, so it is reused instead of being run twice.
         logging.getLogger("stablejax.experiments").info(
             "StABlE never entered a learning phase: parameters unchanged, evaluation reused")
-        shutil.copytree(run_dir / "eval_pretrained", run_dir / "eval_stable")
-        s = json.loads((run_dir / "eval_stable" / "summary.json").read_text())
-        s["note"] = ("StABlE never entered a learning phase; the parameters equal the "
-                     "pre-trained ones and this is the pre-trained model's evaluation")
-        (run_dir / "eval_stable" / "summary.json").write_text(json.dumps(s, indent=1))
+        reuse_pretrained_evaluation(run_dir)
     evaluate("eval_stable", stable_params, "[5/6 evaluate StABlE]")
     if args.until == "eval_stable":
         return run_dir
@@ -217,8 +214,22 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     summary["pretrain"] = {k: pre[k] for k in ("test_energy_mae_mev",
                                                "test_force_mae_mev_per_angstrom", "epochs")}
     summary["timings_s"] = timings
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(run_dir / "summary.json", summary)
     return report
+
+
+@primary_only
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@primary_only
+def reuse_pretrained_evaluation(run_dir: Path) -> None:
+    shutil.copytree(run_dir / "eval_pretrained", run_dir / "eval_stable")
+    s = json.loads((run_dir / "eval_stable" / "summary.json").read_text())
+    s["note"] = ("StABlE never entered a learning phase; the parameters equal the "
+                 "pre-trained ones and this is the pre-trained model's evaluation")
+    (run_dir / "eval_stable" / "summary.json").write_text(json.dumps(s, indent=1))
 
 
 def with_train_overrides(plan: Plan, overrides: str | None) -> Plan:

@@ -94,6 +94,9 @@ def initialize_distributed(coordinator_address: str | None = None,
     detects the cluster itself (SLURM, Open MPI, Kubernetes, TPU pods). ``timeout_s``
     (default ``STABLEJAX_DIST_TIMEOUT`` or 120 s) bounds the wait for the coordinator.
 
+    Afterwards only process 0 logs (the others log errors only), shows progress and writes
+    files (:func:`primary_only`); checkpoints are written by all processes through orbax.
+
     Process 0 hosts the coordinator and waits (up to the timeout) for the others; a process
     that cannot reach the coordinator within the timeout stops with a one-line error.
 
@@ -129,6 +132,7 @@ def initialize_distributed(coordinator_address: str | None = None,
         raise InputError(f"could not join the multi-host run (coordinator "
                          f"{coordinator_address or 'auto-detected'}, {num_processes} processes, "
                          f"process {process_id}, timeout {timeout_s} s): {first[:300]}") from None
+    quiet_other_processes()
 
 
 def _wait_for_coordinator(address: str, timeout_s: float) -> None:
@@ -289,3 +293,108 @@ def describe(mesh: Mesh | None, n: int, what: str) -> str:
     kind = mesh.devices.flat[0].platform
     extra = f", {pad} padding" if pad else ""
     return f"{n} {what} over {k} {kind} devices: {per} per device{extra}"
+
+
+# ----------------------------------------------------------------- multi-host: who writes
+# Every process of a multi-host run executes the same program on the same (shared) run
+# directory. Files are written by process 0 only while the others wait for its outcome (a
+# broadcast from process 0, so what it wrote is there for all, and its error is raised in every
+# process); orbax checkpoints are written by all processes together (orbax has process 0 write
+# replicated arrays once).
+
+_PRIMARY_DEPTH = 0  # > 0 inside a primary-only section (nested sections do not sync again)
+
+
+def is_primary() -> bool:
+    """True in process 0 (always, in a single-process run): the process that writes files,
+    logs and shows progress."""
+    return jax.process_index() == 0
+
+
+def _broadcast_json(obj: Any) -> Any:
+    """Process 0's JSON-serialisable ``obj`` in every process (a collective: every process
+    must call it)."""
+    import json
+
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8) if is_primary() else None
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(0 if data is None else data.size)))
+    buf = np.zeros(n, np.uint8)
+    if data is not None:
+        buf[:] = data
+    return json.loads(np.asarray(multihost_utils.broadcast_one_to_all(buf)).tobytes())
+
+
+def _run_on_primary(fn: Callable, args, kwargs, share_result: bool) -> Any:
+    global _PRIMARY_DEPTH
+    if _PRIMARY_DEPTH or jax.process_count() == 1:
+        return fn(*args, **kwargs)
+    out, error = None, None
+    if is_primary():
+        _PRIMARY_DEPTH += 1
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001  (re-raised below, after telling the others)
+            error = e
+        finally:
+            _PRIMARY_DEPTH -= 1
+    status = _broadcast_json(
+        {"error": None if error is None else str(error),
+         "input_error": isinstance(error, InputError),
+         "kind": type(error).__name__, "result": out if share_result and error is None else None})
+    if error is not None:
+        raise error
+    if status["error"] is not None:
+        raise InputError(status["error"] if status["input_error"] else
+                         f"process 0 failed in {fn.__qualname__}: {status['kind']}: "
+                         f"{status['error']}")
+    return out if is_primary() else status["result"]
+
+
+def primary_only(fn: Callable) -> Callable:
+    """Decorate a function that writes files: in a multi-host run it runs in process 0 only
+    (returning None elsewhere) and the others wait for it, so what it wrote is there for all;
+    its exception is raised in every process. Nested primary-only calls run inside the outer
+    one's section. A single-process run just calls it."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return _run_on_primary(fn, args, kwargs, share_result=False)
+
+    return wrapper
+
+
+def primary_decides(fn: Callable) -> Callable:
+    """Like :func:`primary_only`, for a function that prepares files and returns a decision:
+    every process gets process 0's (JSON-serialisable) return value."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return _run_on_primary(fn, args, kwargs, share_result=True)
+
+    return wrapper
+
+
+def primary_first(fn: Callable) -> Callable:
+    """Decorate a function that fills a cache (data generation): process 0 runs it first while
+    the others wait, then the others run it and find the cache filled."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        out = _run_on_primary(fn, args, kwargs, share_result=False)
+        return out if is_primary() or _PRIMARY_DEPTH else fn(*args, **kwargs)
+
+    return wrapper
+
+
+def quiet_other_processes() -> None:
+    """Logs and progress from process 0 only: the other processes log errors only (progress
+    bars check :func:`is_primary`)."""
+    import logging
+
+    if not is_primary():
+        logging.getLogger("stablejax").setLevel(logging.ERROR)

@@ -80,22 +80,6 @@ def test_padding_helpers():
     np.testing.assert_array_equal(back["a"], tree["a"])
 
 
-MULTI_HOST = """
-import sys
-import numpy as np
-import jax
-import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
-from stablejax.sharding import initialize_distributed, make_mesh, sum_leading
-initialize_distributed(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60)
-mesh = make_mesh()
-x = jax.make_array_from_callback((8,), NamedSharding(mesh, P("data")),
-                                 lambda idx: np.arange(8.0)[idx])
-total = jax.jit(lambda x: sum_leading(lambda s, v: jnp.sum(v ** 2), mesh, None, x))(x)
-print(jax.process_count(), len(jax.devices()), float(total))
-"""
-
-
 def _free_port() -> int:
     import socket
 
@@ -104,18 +88,68 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_on_localhost_reduce_across_hosts():
-    """jax.distributed with two CPU processes (one device each): a sum split over both."""
+MULTI_HOST_WORKER = Path(__file__).with_name("multihost_worker.py")
+
+
+def _two_processes(run_dir: Path, epochs: int, returncode: int = 0, **env_vars) -> list[dict]:
+    """tests/multihost_worker.py in two processes joined by jax.distributed on localhost."""
     address = f"127.0.0.1:{_free_port()}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **env_vars)
     env.pop("XLA_FLAGS", None)
-    procs = [subprocess.Popen([sys.executable, "-c", MULTI_HOST, address, str(i)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in (0, 1)]
-    outs = [p.communicate(timeout=240) for p in procs]
+    procs = [subprocess.Popen([sys.executable, str(MULTI_HOST_WORKER), str(run_dir),
+                               str(epochs), address, str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-2000:]
-        assert out.split()[-3:] == ["2", "2", "140.0"], out
+        assert p.returncode == returncode, err[-3000:]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+def _one_process(run_dir: Path, epochs: int, devices: int = 2) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    proc = subprocess.run([sys.executable, str(MULTI_HOST_WORKER), str(run_dir), str(epochs),
+                           "--single"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _check_multi_host_run(run_dir: Path, epochs: int, results: list[dict], single: dict):
+    p0, p1 = sorted(results, key=lambda r: r["process"])
+    assert p0["sigma"] == p1["sigma"] == single["sigma"]  # float64, the same 2-device mesh
+    assert p1["log_records"] == 0 and p0["log_records"] > 0  # logs from process 0 only
+    records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(epochs))  # written once
+
+
+def test_two_processes_on_localhost_train_as_one(tmp_path):
+    """jax.distributed with two CPU processes (one device each, a 2-device mesh) trains the LJ
+    fluid like one process with two devices: the same parameters, one metrics log, one
+    checkpoint per epoch, logs from process 0 only."""
+    results = _two_processes(tmp_path / "multi", 2)
+    single = _one_process(tmp_path / "single", 2)
+    assert results[0]["phases"] == single["phases"] == ["simulation", "learning"]
+    _check_multi_host_run(tmp_path / "multi", 2, results, single)
+    assert sorted(p.name for p in (tmp_path / "multi" / "checkpoints").iterdir()) == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_multi_host_checkpoint_resumes_anywhere(tmp_path):
+    """~100 s: two processes train 2 epochs and resume for a third, refuse to resume with
+    another config (both with process 0's error); one process with one device then resumes
+    the same run directory for a fourth."""
+    multi = tmp_path / "multi"
+    _two_processes(multi, 2)
+    results = _two_processes(multi, 3)
+    assert results[0]["phases"] == ["learning"]
+    _check_multi_host_run(multi, 3, results, _one_process(tmp_path / "single", 3))
+    # another config: both processes refuse to resume with process 0's one-line error
+    refused = _two_processes(multi, 4, returncode=2, LEARNING_RATE="0.1")
+    assert refused[0]["error"] == refused[1]["error"]
+    assert "optimizer.learning_rate: 0.3 -> 0.1" in refused[0]["error"], refused
+    last = _one_process(multi, 4, devices=1)
+    assert len(last["phases"]) == 1
+    assert len((multi / "metrics.jsonl").read_text().splitlines()) == 4
 
 
 def test_unreachable_coordinator_is_a_one_line_error():

@@ -47,6 +47,7 @@ from stablejax.cli.scales import DEFAULT_SCALE, SCALES, eval_config, peek
 from stablejax.errors import InputError
 from stablejax.evaluate.stability_run import EvalConfig
 from stablejax.io.run_dir import read_json, write_json
+from stablejax.sharding import primary_decides, primary_only
 
 PARTIAL = "partial"
 INPUTS = "inputs.json"
@@ -240,6 +241,7 @@ def _finished(summary: dict | None) -> bool:
     return bool(summary) and bool(summary.get("finished", True))
 
 
+@primary_decides
 def open_out(out: Path, record: dict, outputs: tuple[str, ...], overwrite: bool) -> str:
     """Decide what a run with inputs ``record`` does in ``out``. Call it only after every input
     is validated: it is the first step that writes. It deletes nothing but an unfinished run in
@@ -299,6 +301,7 @@ def open_out(out: Path, record: dict, outputs: tuple[str, ...], overwrite: bool)
     return "new"
 
 
+@primary_only
 def promote(out: Path, produced: tuple[str, ...], stale: tuple[str, ...] = ()) -> None:
     """Move the complete result in ``out/partial`` into ``out``, replacing the old one.
 

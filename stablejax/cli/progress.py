@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
+from stablejax.sharding import is_primary
+
 
 class ProgressBar:
     """A callable progress callback backed by tqdm; use as a context manager."""
@@ -13,6 +15,8 @@ class ProgressBar:
         self._desc, self._unit, self._keys = desc, unit, postfix_keys
 
     def __call__(self, done: int, total: int, info: dict | None = None) -> None:
+        if not is_primary():  # a multi-host run shows progress from process 0 only
+            return
         if self._bar is None:
             # Start from the first reported count (a resumed run, or a loop that reports after
             # its first step), so the rate and ETA count only work timed by this bar.

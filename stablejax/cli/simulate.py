@@ -60,6 +60,7 @@ from stablejax.cli.scales import DEFAULT_SCALE, EVAL_SIZES, SCALES, peek
 from stablejax.config import HRConfig, MDConfig, check_types, need
 from stablejax.errors import InputError
 from stablejax.evaluate.stability_run import EVAL_MD
+from stablejax.sharding import primary_only
 
 TABLE = "stability.csv"
 TRAJ = {"extxyz": "trajectories", "npz": "trajectories.npz"}
@@ -123,6 +124,7 @@ def metric_name(system) -> str:
             else "max_bond_deviation_angstrom")
 
 
+@primary_only
 def _append_extxyz(traj_dir: Path, system, host: dict, dt_fs: float) -> None:
     """Append each replica's finite (``valid``) frames of a chunk to its extxyz file (periodic
     systems: with the cell and pbc, atoms wrapped into the cell)."""
@@ -150,6 +152,7 @@ def _extxyz_sizes(traj_dir: Path, n_rep: int) -> list[int]:
             if (traj_dir / f"replica_{i:04d}.extxyz").exists() else 0 for i in range(n_rep)]
 
 
+@primary_only
 def _cut_extxyz(traj_dir: Path, sizes: list[int]) -> None:
     """Cut each replica file back to its size at the checkpoint (frames of a chunk whose
     checkpoint was never written are dropped)."""
@@ -161,6 +164,12 @@ def _cut_extxyz(traj_dir: Path, sizes: list[int]) -> None:
             raise InputError(f"{path}: shorter than its checkpoint says ({size} bytes), so the "
                              f"unfinished run cannot be resumed; delete {traj_dir.parent} to "
                              "start it over")
+
+
+@primary_only
+def _remove(*dirs: Path) -> None:
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path) -> None:
@@ -192,8 +201,7 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
     found = load_stream_checkpoint(ckpt, state)
     resume, extra = found if found is not None else (None, {})
     if resume is None:  # a fresh start: drop frames of a first chunk that never finished
-        for d in (traj_dir, frames_dir):
-            shutil.rmtree(d, ignore_errors=True)
+        _remove(traj_dir, frames_dir)
     elif args.format == "extxyz":
         _cut_extxyz(traj_dir, extra["extxyz_bytes"])
     (traj_dir if args.format == "extxyz" else frames_dir).mkdir(exist_ok=True)
@@ -203,6 +211,7 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
     total_ps = n_chunks * fpc * md.frame_interval_fs / 1000
     wall0, t0 = float(extra.get("wall_s", 0.0)), time.perf_counter()
 
+    @primary_only
     def write_results(finished: bool, interrupted: bool = False, stopped: bool = False) -> None:
         st, acc = latest["state"], latest["acc"]
         fus = acc.first_unstable_step

@@ -47,6 +47,7 @@ from stablejax.data.molecule import check_topology
 from stablejax.data.paths import resolve_data_dir
 from stablejax.data.systems import make_system
 from stablejax.errors import InputError
+from stablejax.sharding import primary_first
 
 # io/ sits above data/ (it builds ``Frames``): data imports io only inside functions.
 
@@ -73,6 +74,7 @@ def _prepare_structure(root: Path, cfg: GenerationConfig) -> None:
     save_arrays(path, z=z, R=R)
 
 
+@primary_first
 def generate_dataset(
     cfg: GenerationConfig,
     data_dir: str | Path | None = None,

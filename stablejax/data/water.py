@@ -39,6 +39,7 @@ from stablejax.data.md_jobs import REFERENCE_JOB, Job
 from stablejax.data.paths import resolve_data_dir
 from stablejax.data.water_config import WaterConfig
 from stablejax.errors import InputError
+from stablejax.sharding import primary_first
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def load_water_job(root: Path, cfg: WaterConfig, job: Job) -> Frames:
                        source=f"{root}/work/{job.name}")
 
 
+@primary_first
 def generate_water(
     cfg: WaterConfig,
     data_dir: str | Path | None = None,

@@ -27,10 +27,12 @@ import numpy as np
 from stablejax.errors import InputError
 from stablejax.evaluate.report_plots import plot_evals, plot_history
 from stablejax.io.run_dir import METRICS, MODEL_SPEC, RESULTS, STABLE
+from stablejax.sharding import primary_only
 
 MODELS = (("eval_pretrained", "pre-trained"), ("eval_stable", "StABlE"))
 
 
+@primary_only
 def save_eval(directory: Path, summary: dict, arrays: dict) -> None:
     """Write an evaluation's ``arrays.npz`` then ``summary.json``, each atomically (temporary
     file + rename): a present summary means complete arrays."""
@@ -296,12 +298,18 @@ def water_results(plt, run_dir: Path, evals: dict) -> list[str]:
 
 def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     """Write ``RUN_DIR/report.md`` and its plots; returns the report path. ``RUN_DIR`` is any
-    directory :func:`run_kind` knows.
+    directory :func:`run_kind` knows. In a multi-host run process 0 writes it.
 
     Raises:
       FileNotFoundError: ``run_dir`` is not a directory.
       InputError: it is none of the kinds of :func:`run_kind`.
     """
+    _write_report(Path(run_dir), title)
+    return Path(run_dir) / "report.md"
+
+
+@primary_only
+def _write_report(run_dir: Path, title: str | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -379,6 +387,4 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                   f"{sum(r['seconds'] for r in records):.0f} s; cycles completed: "
                   f"{max(r['cycle'] + ('end_of_cycle' in r) for r in records)}.", "",
                   "![history](history.png)", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    (run_dir / "report.md").write_text("\n".join(lines))

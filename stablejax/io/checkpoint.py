@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stablejax.errors import InputError
+from stablejax.sharding import primary_only
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def save_checkpoint(
     directory: str | Path, step: int, state: Any, meta: dict | None = None, *,
     max_to_keep: int | None = 3,
 ) -> Path:
-    """Save an array pytree (and JSON ``meta``) as step ``step``; blocks until written.
+    """Save an array pytree (and JSON ``meta``) as step ``step``; blocks until written. In a
+    multi-host run every process calls it and orbax writes the (replicated) arrays once.
 
     Steps ``>= step`` already in ``directory`` are removed first: they belong to the future of
     a run that was resumed from an older step and now writes that future again.
@@ -137,11 +139,7 @@ def save_checkpoint(
     tree = jax.tree.map(np.asarray, state)
     meta[CHECKSUM_KEY] = {"sha256": tree_digest(tree, meta),
                           "layout": _layout_digest(_layout(tree))}
-    for old in checkpoint_steps(directory):
-        if old >= step:
-            log.info("%s: removing step %d (a resumed run writes steps from %d on again)",
-                     directory, old, step)
-            shutil.rmtree(directory / str(old))
+    _remove_steps_from(directory, step)
     mngr = _manager(directory, max_to_keep)
     try:
         mngr.save(step, args=ocp.args.Composite(
@@ -150,6 +148,15 @@ def save_checkpoint(
     finally:
         mngr.close()
     return directory / str(step)
+
+
+@primary_only
+def _remove_steps_from(directory: Path, step: int) -> None:
+    for old in checkpoint_steps(directory):
+        if old >= step:
+            log.info("%s: removing step %d (a resumed run writes steps from %d on again)",
+                     directory, old, step)
+            shutil.rmtree(directory / str(old))
 
 
 # ------------------------------------------------------------------------------- restoring

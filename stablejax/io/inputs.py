@@ -34,6 +34,7 @@ import numpy as np
 
 from stablejax.errors import InputError
 from stablejax.io.run_dir import read_json, write_json
+from stablejax.sharding import primary_decides
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
+@primary_decides
 def check_inputs(run_dir: str | Path, sections: dict[str, dict], *, allow: Iterable[str] = (),
                  resumable: Iterable[str] = (), finished: bool = False,
                  defaults: dict[str, dict] | None = None) -> list[str]:

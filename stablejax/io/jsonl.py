@@ -6,7 +6,10 @@ import json
 import os
 from pathlib import Path
 
+from stablejax.sharding import primary_only
 
+
+@primary_only
 def append_record(path: str | Path, record: dict) -> None:
     """Append one JSON record (one line) and flush it to disk."""
     with open(path, "a") as fh:
@@ -15,6 +18,7 @@ def append_record(path: str | Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
+@primary_only
 def truncate_log(path: str | Path, n_epochs: int) -> None:
     """Keep only the records of epochs ``< n_epochs`` (those a restored checkpoint contains);
     a run killed between writing its log line and its checkpoint logs that epoch again."""

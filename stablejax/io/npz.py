@@ -30,6 +30,7 @@ import numpy as np
 from stablejax.data.cell import check_periodic_cell
 from stablejax.data.frames import Frames, check_finite, make_frames
 from stablejax.errors import InputError
+from stablejax.sharding import primary_only
 from stablejax.units import energy_unit_to_ev, length_unit_to_angstrom
 
 _KEYS = {
@@ -237,13 +238,19 @@ def write_npz(path: str | Path, frames: Frames, metadata: dict | None = None) ->
 
 
 def save_arrays(path: str | Path, **arrays) -> Path:
-    """``np.savez`` made atomic: a crash never leaves a half-written file at ``path``."""
+    """``np.savez`` made atomic: a crash never leaves a half-written file at ``path`` (process 0
+    writes in a multi-host run)."""
     path = Path(path)
+    _save_arrays(path, arrays)
+    return path
+
+
+@primary_only
+def _save_arrays(path: Path, arrays: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
-    return path
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -31,6 +31,7 @@ import numpy as np
 
 from stablejax.io.checkpoint import latest_step, restore_checkpoint, save_checkpoint
 from stablejax.io.jsonl import append_record, read_records, truncate_log
+from stablejax.sharding import primary_only
 
 MODEL_SPEC = "model.json"
 RESULTS = "results.json"
@@ -43,8 +44,10 @@ STABLE = "stable"
 DONE = "done.json"
 
 
+@primary_only
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
+    """Write JSON atomically (temporary file + rename); in a multi-host run process 0
+    writes and the others wait for it."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
