@@ -91,13 +91,48 @@ def compile_measured(jax, fn, *args):
     return compiled, compile_s, temp_gb
 
 
-def gflops(jax, fn, *args) -> float | None:
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+def compiled_cost(compiled) -> dict:
+    """XLA's cost analysis of a compiled function: ``{"gflop": .., "gb_accessed": ..}``
+    (None where XLA gives no figure)."""
+    cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
         cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    return sig(cost["flops"] / 1e9)
+    cost = cost or {}
+    return {"gflop": sig(cost["flops"] / 1e9) if "flops" in cost else None,
+            "gb_accessed": sig(cost["bytes accessed"] / GB) if "bytes accessed" in cost
+            else None}
+
+
+def op_time_shares(jax, compiled, args, top: int = 6) -> dict:
+    """One traced call of ``compiled`` (``jax.profiler``): the share of XLA-CPU kernel time by
+    kind of operation (the HLO name without its number: ``copy_bitcast_fusion``, ``dot``, ...),
+    the ``top`` largest, in percent."""
+    import collections
+    import glob
+    import gzip
+    import json
+    import re
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d):
+            jax.block_until_ready(compiled(*args))
+        (path,) = glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)
+        events = json.load(gzip.open(path))["traceEvents"]
+    kinds = collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        # kernels only: not Python frames ($...), runtime spans (A::B), jit calls or the
+        # control-flow ops whose spans contain their bodies' kernels
+        if (e.get("ph") == "X" and not name.startswith(("$", "PjitFunction")) and "::" not in name
+                and re.sub(r"\.\d+$", "", name) not in ("while", "cond", "conditional", "call")):
+            kinds[re.sub(r"\.\d+$", "", name)] += e.get("dur", 0)
+    total = sum(kinds.values()) or 1
+    return {k: round(100 * v / total, 1) for k, v in kinds.most_common(top)}
+
+
+def gflops(jax, fn, *args) -> float | None:
+    return compiled_cost(jax.jit(fn).lower(*args).compile())["gflop"]
 
 
 def median_seconds(jax, fn, args, repeats: int):

@@ -16,7 +16,9 @@ One JSON line per multiple: ``temp_mb`` = XLA's temporary buffer size of the com
 is the target), ``grad_s`` the median time of the localized gradient without the forward
 validity pass (``forward_energies=False``), ``energy_force_s`` that of an energy + force pass
 over the same frames (same chunks), and their ratio ``grad_over_energy_force`` (target
-<= 1.5); ``grad_forward_s`` with the forward pass.
+<= 1.5); ``grad_forward_s`` with the forward pass; XLA's cost analysis of both compiled
+programs (``*_gflop``, ``*_gb_accessed``: the parameter gradient's extra cost is memory traffic,
+see the README); ``--profile``: the share of kernel time by kind of XLA operation.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _estimator_setup import compile_measured, median_seconds
+from _estimator_setup import compile_measured, compiled_cost, median_seconds, op_time_shares
 from stablejax.estimator.localized import (
     Environments,
     bond_length_observable,
@@ -108,6 +110,12 @@ def bench(s, n_env: int, args) -> dict:
 
     ef_c = jax.jit(energy_force).lower(s["params"], s["frames"]).compile()
     ef_s = median_seconds(jax, ef_c, (s["params"], s["frames"]), args.repeats)[0]
+    cost_g, cost_ef = compiled_cost(compiled), compiled_cost(ef_c)
+    profile = {}
+    if args.profile:
+        profile = {"grad_op_time_percent": op_time_shares(jax, compiled, args_),
+                   "energy_force_op_time_percent": op_time_shares(
+                       jax, ef_c, (s["params"], s["frames"]))}
     return {"bench": "localized_estimator", "model": "gemnet-t quick" if args.quick
             else "gemnet-t cpu", "n_frames": args.frames, "n_molecules": s["n_mol"],
             "n_environments": n_env, "n_params": int(s["n_params"]), "chunk_size": args.chunk,
@@ -116,6 +124,9 @@ def bench(s, n_env: int, args) -> dict:
             "grad_forward_s": round(grad_fwd_s, 3), "energy_force_s": round(ef_s, 3),
             "grad_over_energy_force": round(grad_s / ef_s, 2),
             "grad_forward_over_energy_force": round(grad_fwd_s / ef_s, 2),
+            "grad_gflop": cost_g["gflop"], "energy_force_gflop": cost_ef["gflop"],
+            "grad_gb_accessed": cost_g["gb_accessed"],
+            "energy_force_gb_accessed": cost_ef["gb_accessed"], **profile,
             "repeats": args.repeats, "device": jax.devices()[0].device_kind}
 
 
@@ -127,6 +138,8 @@ def main(argv=None) -> None:
     p.add_argument("--chunk", type=int, default=4, help="frames per chunk")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="tiny model, 2 frames, 1 repeat")
+    p.add_argument("--profile", action="store_true",
+                   help="add the share of kernel time by kind of XLA operation (one traced call)")
     args = p.parse_args(argv)
     if args.quick:
         p.set_defaults(frames=2, base_env=16, chunk=2, repeats=1, env_multiples=[1, 4])

@@ -17,7 +17,7 @@ from scipy import special
 
 from stablejax.models import GemNetTConfig, gemnet_parameter_count, make_model
 from stablejax.models import gemnet_basis as gb
-from stablejax.models.gemnet import cap_neighbors, reverse_edge_slot
+from stablejax.models.gemnet import cap_neighbors, dense_product, reverse_edge_slot
 from stablejax.models.neighbors import all_pairs_edges
 
 Z = np.array([8, 1, 1, 8, 1, 1])
@@ -286,3 +286,32 @@ def test_basis_functions():
                                    * special.eval_legendre(ell, c), atol=1e-6)
     env = np.asarray(gb.polynomial_envelope(jnp.asarray([0.0, 0.5, 1.0, 1.2]), 5))
     np.testing.assert_allclose(env[[0, 2, 3]], [1.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_dense_product_gradients_match_plain_dot(x64):
+    """The dense layers' custom VJP (kernel gradient from stored activations) gives jnp.dot's
+    value, first derivatives and the second derivatives pre-training takes (the parameter
+    gradient of a loss on input gradients, i.e. of forces)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 5, 4)))
+    w = jnp.asarray(rng.normal(size=(4, 6)))
+    c = jnp.asarray(rng.normal(size=(3, 5, 6)))
+
+    def head(dot):
+        def energy(w, x):
+            return jnp.sum(jnp.tanh(dot(jnp.tanh(x), w)) * c)
+        return energy
+
+    mine, plain = head(dense_product), head(jnp.dot)
+    np.testing.assert_allclose(mine(w, x), plain(w, x), rtol=1e-14)
+    for argnums in (0, 1):
+        np.testing.assert_allclose(jax.grad(mine, argnums)(w, x),
+                                   jax.grad(plain, argnums)(w, x), rtol=1e-12)
+
+    def force_loss(energy):
+        return lambda w, x: jnp.sum(jax.grad(energy, 1)(w, x) ** 2)
+
+    g_mine = jax.grad(force_loss(mine))(w, x)
+    g_plain = jax.grad(force_loss(plain))(w, x)
+    assert np.abs(g_plain).max() > 1e-3
+    np.testing.assert_allclose(g_mine, g_plain, rtol=1e-11, atol=1e-14)
