@@ -97,6 +97,7 @@ def _tiny_schnet(train):
                       energy_scale=1.0)
 
 
+@pytest.mark.slow  # ~11 s (make test-slow)
 def test_checkpoint_resume_continues_identically(tmp_path):
     train, val = lj_frames(32, 0), lj_frames(8, 1)
     model = _tiny_schnet(train)
@@ -133,7 +134,7 @@ def _tiny_gemnet(train):
                       energy_scale=1.0, avg_num_neighbors=7.0)
 
 
-@pytest.mark.parametrize("kind", ["schnet", "gemnet-t"])
+@pytest.mark.parametrize("kind", ["schnet", pytest.param("gemnet-t", marks=pytest.mark.slow)])
 def test_trained_model_conserves_energy_in_nve(x64, kind):
     """Pre-train (SchNet: Adam; GemNet-T: its recipe, AdamW + AMSGrad + L2-MAE forces), then a
     velocity-Verlet NVE run of the trained model conserves the total energy."""

@@ -91,6 +91,7 @@ def _tiny_eval_cfg():
     return EvalConfig(md=md, n_replicas=2, time_ps=0.6, n_bootstrap=10, stop_fraction=1.0)
 
 
+@pytest.mark.slow  # ~12 s; the resume logic is shared with tests/test_evaluate_resume.py
 def test_evaluate_water_resumes_bit_for_bit(pretrained, water_root, tmp_path):
     from stablejax.evaluate.stability_run import evaluate_model
     from stablejax.pipeline import load_model_dir
