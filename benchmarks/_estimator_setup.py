@@ -122,11 +122,12 @@ def op_time_shares(jax, compiled, args, top: int = 6) -> dict:
     kinds = collections.Counter()
     for e in events:
         name = e.get("name", "")
+        kind = re.sub(r"\.\d+$", "", name)
         # kernels only: not Python frames ($...), runtime spans (A::B), jit calls or the
         # control-flow ops whose spans contain their bodies' kernels
         if (e.get("ph") == "X" and not name.startswith(("$", "PjitFunction")) and "::" not in name
-                and re.sub(r"\.\d+$", "", name) not in ("while", "cond", "conditional", "call")):
-            kinds[re.sub(r"\.\d+$", "", name)] += e.get("dur", 0)
+                and kind not in ("while", "cond", "conditional", "call")):
+            kinds[kind] += e.get("dur", 0)
     total = sum(kinds.values()) or 1
     return {k: round(100 * v / total, 1) for k, v in kinds.most_common(top)}
 

@@ -110,7 +110,7 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     from stablejax.data import generate_dataset, load_dataset, scale_config
     from stablejax.evaluate import evaluate_model
     from stablejax.evaluate.report import save_eval, write_report
-    from stablejax.io.run_dir import write_json
+    from stablejax.io.run_dir import remove_tree, write_json
     from stablejax.pipeline import load_model_dir, pretrain_on_dataset, stable_on_dataset
 
     run_dir = args.run_dir or Path("runs") / f"{experiment}-{args.scale}"
@@ -216,11 +216,6 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
     summary["timings_s"] = timings
     write_json(run_dir / "summary.json", summary)
     return report
-
-
-@primary_only
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @primary_only

@@ -24,6 +24,7 @@ On a CPU, XLA can expose several host devices of one process:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Callable
@@ -352,36 +353,31 @@ def _run_on_primary(fn: Callable, args, kwargs, share_result: bool) -> Any:
     return out if is_primary() else status["result"]
 
 
+def _on_primary(fn: Callable, share_result: bool) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return _run_on_primary(fn, args, kwargs, share_result)
+
+    return wrapper
+
+
 def primary_only(fn: Callable) -> Callable:
     """Decorate a function that writes files: in a multi-host run it runs in process 0 only
     (returning None elsewhere) and the others wait for it, so what it wrote is there for all;
     its exception is raised in every process. Nested primary-only calls run inside the outer
     one's section. A single-process run just calls it."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return _run_on_primary(fn, args, kwargs, share_result=False)
-
-    return wrapper
+    return _on_primary(fn, share_result=False)
 
 
 def primary_decides(fn: Callable) -> Callable:
     """Like :func:`primary_only`, for a function that prepares files and returns a decision:
     every process gets process 0's (JSON-serialisable) return value."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return _run_on_primary(fn, args, kwargs, share_result=True)
-
-    return wrapper
+    return _on_primary(fn, share_result=True)
 
 
 def primary_first(fn: Callable) -> Callable:
     """Decorate a function that fills a cache (data generation): process 0 runs it first while
     the others wait, then the others run it and find the cache filled."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -34,7 +34,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -166,12 +165,6 @@ def _cut_extxyz(traj_dir: Path, sizes: list[int]) -> None:
                              "start it over")
 
 
-@primary_only
-def _remove(*dirs: Path) -> None:
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path) -> None:
     """Run (or resume) the simulation in ``part``, leaving its complete result there."""
     import jax
@@ -185,7 +178,7 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
         save_stream_checkpoint,
     )
     from stablejax.io.npz import save_arrays
-    from stablejax.io.run_dir import write_json
+    from stablejax.io.run_dir import remove_tree, write_json
     from stablejax.simulate.build import make_simulator_for
 
     md, n_rep, system = args.md, args.n_replicas, ds.system
@@ -201,7 +194,7 @@ def _simulate(args: SimulateArgs, model_dir: Path, model, params, ds, part: Path
     found = load_stream_checkpoint(ckpt, state)
     resume, extra = found if found is not None else (None, {})
     if resume is None:  # a fresh start: drop frames of a first chunk that never finished
-        _remove(traj_dir, frames_dir)
+        remove_tree(traj_dir, frames_dir)
     elif args.format == "extxyz":
         _cut_extxyz(traj_dir, extra["extxyz_bytes"])
     (traj_dir if args.format == "extxyz" else frames_dir).mkdir(exist_ok=True)

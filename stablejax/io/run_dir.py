@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,6 +53,13 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
+
+
+@primary_only
+def remove_tree(*paths: str | Path) -> None:
+    """Remove directories (missing ones are fine); in a multi-host run process 0 does it."""
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read_json(path: str | Path) -> Any:
