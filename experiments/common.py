@@ -51,6 +51,9 @@ class Args:
     """JSON object of TrainConfig fields that replace the plan's, nested as the config is,
     e.g. '{"optimizer": {"qm_weight": 0.01}}'
     (a variant of the plan; recorded in the report's notes). Use another --run-dir for it."""
+    eval_overrides: str | None = None
+    """JSON object of EvalConfig fields that replace the plan's for both models, e.g.
+    '{"n_replicas": 32}' to screen a variant (recorded in the report's notes)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,22 +230,30 @@ def reuse_pretrained_evaluation(run_dir: Path) -> None:
     (run_dir / "eval_stable" / "summary.json").write_text(json.dumps(s, indent=1))
 
 
-def with_train_overrides(plan: Plan, overrides: str | None) -> Plan:
-    """The plan with TrainConfig fields replaced by a JSON object, nested as the config is
+def with_overrides(plan: Plan, overrides: str | None, field: str = "train") -> Plan:
+    """The plan with the fields of its ``field`` config (``'train'``: TrainConfig,
+    ``'evaluation'``: EvalConfig) replaced by a JSON object, nested as the config is
     (``'{"optimizer": {"qm_weight": 30.0}, "n_epochs": 70}'``; None: unchanged)."""
     from stablejax.config import replace
 
     if not overrides:
         return plan
+    flag = f"--{'train' if field == 'train' else 'eval'}-overrides"
     try:
         fields = json.loads(overrides)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--train-overrides is not valid JSON ({e}): {overrides!r}") from None
+        raise ValueError(f"{flag} is not valid JSON ({e}): {overrides!r}") from None
     if not isinstance(fields, dict):
-        raise ValueError(f"--train-overrides must be a JSON object, got {overrides!r}")
-    train = replace(plan.train, fields)
-    return dataclasses.replace(plan, train=train,
-                               notes=plan.notes + (f"Variant: TrainConfig overrides {fields}.",))
+        raise ValueError(f"{flag} must be a JSON object, got {overrides!r}")
+    cfg = replace(getattr(plan, field), fields)
+    name = type(cfg).__name__
+    return dataclasses.replace(plan, **{field: cfg},
+                               notes=plan.notes + (f"Variant: {name} overrides {fields}.",))
+
+
+def with_train_overrides(plan: Plan, overrides: str | None) -> Plan:
+    """:func:`with_overrides` of the plan's TrainConfig."""
+    return with_overrides(plan, overrides, "train")
 
 
 def main(make_plan, experiment: str, argv: list[str] | None = None) -> int:
@@ -253,6 +264,7 @@ def main(make_plan, experiment: str, argv: list[str] | None = None) -> int:
 
     use_devices(args.devices)  # before JAX starts its backend
     plan = with_train_overrides(make_plan(args.scale, args.seed), args.train_overrides)
+    plan = with_overrides(plan, args.eval_overrides, "evaluation")
     out = run(plan, args, experiment)
     if args.until is not None:
         print(f"stopped after stage {args.until}: {out.resolve()}")

@@ -158,7 +158,8 @@ def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: s
         spec.save(rd.model_spec_path)
     model = spec.build()
     t0 = time.perf_counter()
-    problem = make_problem(model, dataset.system, dataset.train, dataset.reference.positions, cfg)
+    problem = make_problem(model, dataset.system, dataset.train, dataset.reference.positions, cfg,
+                           val=dataset.val)
     state = TrainState.create(problem, params, cfg)
     state = train(state, cfg, run_dir=loop_dir.path, progress=progress,
                   allow_changes=allow_changes)

@@ -176,3 +176,24 @@ def test_excludes_estimate_tolerates_rounding_and_missing_values():
     assert not excludes_estimate(None, [0.1, 0.2])
     assert not excludes_estimate(0.5, None)
     assert not excludes_estimate(0.5, [float("nan"), float("nan")])
+
+
+def test_report_names_the_resampling_unit(tmp_path):
+    """The interval list says what was resampled when the summary records it (start frames
+    shared by several replicas, or one replica per start frame); older summaries have none."""
+    shared = dict(resample_unit="start frame", n_start_frames=3)
+    for name, extra in (("eval_pretrained", shared), ("eval_stable", shared)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(_summary(0.2, [0.1, 0.3],
+                                                                          **extra)))
+    text = write_report(tmp_path).read_text()
+    assert ("95% confidence intervals (resampling unit: start frame, 8 replicas from 3 start "
+            "frames):") in text
+    (tmp_path / "eval_stable" / "summary.json").write_text(json.dumps(_summary(
+        0.2, [0.1, 0.3], resample_unit="replica", n_start_frames=8)))
+    text = write_report(tmp_path).read_text()
+    assert ("(resampling unit: pre-trained: start frame, 8 replicas from 3 start frames; "
+            "StABlE: replica, 8 replicas from 8 start frames):") in text
+    for name in ("eval_pretrained", "eval_stable"):
+        (tmp_path / name / "summary.json").write_text(json.dumps(_summary(0.2, [0.1, 0.3])))
+    assert "95% confidence intervals:" in write_report(tmp_path).read_text()

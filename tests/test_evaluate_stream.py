@@ -76,7 +76,13 @@ def test_simulate_cli_and_evaluate_model_agree(dirs, tmp_path):
     cfg = EvalConfig(md=MDConfig(integrator="langevin", dt_fs=0.5, frame_interval_fs=5.0,
                                  tolerance_angstrom=0.5), n_replicas=3, time_ps=0.02,
                      n_bootstrap=20)
-    ev = evaluate_model(model, params, load_dataset(data), cfg).summary
+    ds = load_dataset(data)
+    ev, arrays = evaluate_model(model, params, ds, cfg)
+    start = np.floor(np.arange(3) * ds.test.n_frames / 3).astype(int)  # distinct: 3 < n_test
+    np.testing.assert_array_equal(arrays["start_frame"], start)
+    assert ev["resample_unit"] == "replica" and ev["n_start_frames"] == 3
+    assert all(m.startswith(("percentile", "BCa", "basic")) and "of the replicas" in m
+               for m in ev["ci_method"].values())
     assert sim["simulated_ps"] == pytest.approx(ev["window_ps"])
     assert sim["n_stable_frames"] == ev["n_stable_frames"]
     for k in ("stability_time_ps_median", "stability_time_ps_mean", "hr_mae",

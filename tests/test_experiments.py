@@ -167,14 +167,21 @@ def test_report_of_an_exported_result_directory_keeps_its_numbers_and_plots(tmp_
 
     from stablejax.evaluate.report import write_report
 
-    src = Path(__file__).resolve().parents[1] / "docs" / "results" / "aspirin_schnet-cpu"
+    src = Path(__file__).resolve().parents[1] / "docs" / "results" / "ethanol_schnet-demo"
     run = tmp_path / "exported"
     shutil.copytree(src, run)
     (run / "report.md").unlink()
     png = (run / "hr.png").read_bytes()
     text = write_report(run, "exported").read_text()
-    assert "| pre-trained | 2.30 [1.05, 3.05] |" in text
-    assert "| StABlE | 5.90 [3.70, 8.30] |" in text
-    assert "QM pre-training: schnet on 250 frames" in text
-    assert "80 epochs (52 learning)" in text
+    summary = json.loads((run / "summary.json").read_text())
+    for label, key in (("pre-trained", "eval_pretrained"), ("StABlE", "eval_stable")):
+        e = summary[key]
+        lo, hi = e["stability_time_ps_median_ci95"]
+        assert f"| {label} | {e['stability_time_ps_median']:.2f} [{lo:.2f}, {hi:.2f}] |" in text
+    pre = json.loads((run / "pretrain_results.json").read_text())
+    assert f"QM pre-training: schnet on {pre['n_train']} frames, {pre['epochs']} epochs" in text
+    records = [json.loads(x) for x in (run / "stable_metrics.jsonl").read_text().splitlines()]
+    n_learn = sum(r["phase"] == "learning" for r in records)
+    assert 0 < n_learn < len(records)
+    assert f"{len(records)} epochs ({n_learn} learning" in text
     assert "![h(r)](hr.png)" in text and (run / "hr.png").read_bytes() == png

@@ -26,6 +26,7 @@ from lj_fluid import (
 )
 
 from stablejax.train import Phase, TrainState
+from stablejax.train.stable_config import PhaseConfig
 from stablejax.train import train as train_fn
 from stablejax.train.stable import stop_reason
 
@@ -48,10 +49,16 @@ def test_lj_fluid_collapses_then_learns_true_sigma(lj):
     assert records[0]["unstable_fraction"] >= cfg.phases.max_frac_unstable
     learning = [r for r in records if r["phase"] == "learning"]
     assert learning[0]["unstable_fraction_before"] >= cfg.phases.max_frac_unstable
+    # Learning epoch t's plateau rule and exit test read epoch t-1's fraction (the reference's
+    # order), not the fraction of its own simulation.
+    for prev, r in zip(records, records[1:]):
+        if r["phase"] == "learning":
+            assert r["plateau_observed_fraction"] == prev["unstable_fraction"]
+    assert learning[-1]["plateau_observed_fraction"] <= cfg.phases.min_frac_unstable
     assert all(r["learning_rate"] == pytest.approx(cfg.optimizer.learning_rate) for r in learning)
     assert all(r["finite"] and r["n_frames_used"] == N_REPLICAS * 5 for r in learning)
-    # The last learning epoch ends the phase (fraction <= min_frac 0) -> end_of_cycle 1.
-    assert learning[-1]["unstable_fraction"] <= cfg.phases.min_frac_unstable
+    # The last learning epoch ends the phase (the fraction it reads <= min_frac 0) ->
+    # end_of_cycle 1.
     assert learning[-1]["end_of_cycle"] == 1
     assert all("end_of_cycle" not in r for r in learning[:-1])
     # The final simulation phase: below the threshold (here: no instability at all), and the
@@ -112,7 +119,7 @@ def test_resume_from_run_dir_continues_identically(lj, tmp_path):
 
     ra, rb = records("a"), records("b")
     assert [r["epoch"] for r in ra] == list(range(6))
-    assert "".join(r["phase"][0] for r in ra) == "slllls"
+    assert "".join(r["phase"][0] for r in ra) == "slllll"  # exit read at epoch 5 (lag)
     assert ra == rb
     assert (tmp_path / "a" / "end_of_cycle" / "1").is_dir()
     assert (tmp_path / "b" / "end_of_cycle" / "1").is_dir()
@@ -197,7 +204,8 @@ def test_leaves_learning_after_max_lr_reductions(lj):
     simulation epoch restarts from the learning start states, and ceil(0.25 * 8) = 2 stable
     replicas jump to an older checkpoint with fresh velocities."""
     cfg = base_cfg(optimizer={"learning_rate": 1e-4, "plateau_patience": 0},
-                   phases={"max_lr_reductions": 2, "reset_probability": 0.25})
+                   phases={"max_lr_reductions": 2, "reset_probability": 0.25,
+                           "fresh_velocities_on_reset": True})
     s, r = run_epochs(TrainState.create(lj.problem, sig(2.2), cfg), cfg, 4)
     assert [x["phase"] for x in r] == ["simulation", "learning", "learning", "learning"]
     assert all(x["unstable_fraction"] == 1.0 for x in r)
@@ -223,28 +231,32 @@ def test_leaves_learning_after_max_lr_reductions(lj):
 
 @pytest.mark.parametrize("min_frac, leaves", [(0.125, True), (0.0, False)])
 def test_leaves_learning_when_fraction_at_most_min(lj, min_frac, leaves):
-    """sigma 2.8: 1/8 unstable. Forced into learning, the first learning epoch re-simulates
-    epoch 0 exactly (same start, same parameters), so again 1/8: it leaves learning iff
-    1/8 <= min_frac_unstable (the fraction measured before the update)."""
+    """sigma 2.8: 1/8 unstable. Forced into learning (epoch 0 marked 8/8 unstable), learning
+    epoch t reads epoch t-1's fraction, as the reference: the first learning epoch reads the
+    forced 8/8 and stays; it re-simulates epoch 0 exactly (same start, same parameters), so
+    1/8 again, which the second learning epoch reads: it leaves iff 1/8 <= min_frac_unstable,
+    after taking its step."""
     cfg = base_cfg(phases={"min_frac_unstable": min_frac}, optimizer={"learning_rate": 1e-4})
     s0 = TrainState.create(lj.problem, sig(2.8), cfg)
     s1, r0 = epoch(s0, cfg)
     assert r0["unstable_fraction"] == 0.125 and r0["stable_streak"] == 0  # cycle 0: no streak
     s2, r1 = epoch(force_unstable(s1, 8), cfg)
     assert r1["phase"] == "learning" and r1["unstable_fraction"] == 0.125
-    # The fraction measured before the update (not after it) decides.
-    assert float(s2.params["sigma"]) != 2.8  # the step is still taken
+    assert r1["plateau_observed_fraction"] == 1.0 and "end_of_cycle" not in r1
+    # The same replicas failed as in epoch 0: an exact replay of epoch 0.
+    np.testing.assert_array_equal(s2.last_unstable, s1.last_unstable)
+    s3, r2 = epoch(s2, cfg)
+    assert r2["phase"] == "learning" and r2["plateau_observed_fraction"] == 0.125
+    assert float(s3.params["sigma"]) != float(s2.params["sigma"])  # the step is still taken
     if leaves:
-        assert r1["end_of_cycle"] == 1
-        assert int(s2.phase) == Phase.SIMULATION and int(s2.cycle) == 1
-        assert int(s2.plateau.n_reductions) == 0
-        s3, r2 = epoch(s2, cfg)
-        assert r2["phase"] == "simulation" and r2["stable_streak"] == 1
-        assert not np.asarray(s2.last_unstable).any()
+        assert r2["end_of_cycle"] == 1
+        assert int(s3.phase) == Phase.SIMULATION and int(s3.cycle) == 1
+        assert int(s3.plateau.n_reductions) == 0
+        s4, r3 = epoch(s3, cfg)
+        assert r3["phase"] == "simulation" and r3["stable_streak"] == 1
+        assert not np.asarray(s3.last_unstable).any()
     else:
-        assert "end_of_cycle" not in r1 and int(s2.phase) == Phase.LEARNING
-        # The same replicas failed as in epoch 0: an exact replay of epoch 0.
-        np.testing.assert_array_equal(s2.last_unstable, s1.last_unstable)
+        assert "end_of_cycle" not in r2 and int(s3.phase) == Phase.LEARNING
 
 
 @pytest.mark.parametrize("fresh", [True, False])
@@ -253,6 +265,7 @@ def test_simulation_phase_resets_unstable_replicas(lj, fresh):
     start positions; stable ones continue. Without fresh velocities the reset replicas replay
     their failure exactly (Nose-Hoover is deterministic); with them they do not."""
     cfg = base_cfg(phases={"max_frac_unstable": 1.0, "fresh_velocities_on_reset": fresh})
+    assert PhaseConfig().fresh_velocities_on_reset is False  # the replay is the default
     s0 = TrainState.create(lj.problem, sig(2.7), cfg)
     s1, r0 = epoch(s0, cfg)
     s2, r1 = epoch(s1, cfg)

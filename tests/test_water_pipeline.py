@@ -76,6 +76,8 @@ def test_evaluate_water_criterion(pretrained, water_root):
     assert s["reference_frames"] == 40
     assert s["window_ps"] in (pytest.approx(0.2), pytest.approx(0.4))  # may stop early
     assert len(res.arrays["stability_time_ps"]) == 2
+    assert len(set(res.arrays["start_frame"])) == s["n_start_frames"] == 2
+    assert s["resample_unit"] == "replica"  # two replicas, two start frames
     assert res.arrays["g_ref"].shape == (3, 326)
     assert np.isfinite(s["o_diffusivity_reference_1e-9_m2_per_s"])
     if s["n_stable_frames"]:

@@ -113,6 +113,17 @@ def _ci_cell(s: dict, key: str, nd: int, flagged: list[str]) -> str:
     return text
 
 
+def _resample_units(evals: dict) -> str:
+    """`` (resampling unit: ...)`` of the summaries that record ``resample_unit``, else ``""``;
+    one text when all agree."""
+    units = {label: f"{s['resample_unit']}, {s['n_replicas']} replicas from "
+                    f"{s['n_start_frames']} start frames"
+             for label, (s, _) in evals.items() if s.get("resample_unit")}
+    text = ("; ".join(f"{k}: {v}" for k, v in units.items()) if len(set(units.values())) > 1
+            else next(iter(units.values()), ""))
+    return f" (resampling unit: {text})" if text else ""
+
+
 def _interval_notes(evals: dict, flagged: dict[str, list[str]]) -> list[str]:
     """Paragraphs naming each interval's method and explaining the flagged intervals."""
     items = []
@@ -124,7 +135,8 @@ def _interval_notes(evals: dict, flagged: dict[str, list[str]]) -> list[str]:
         elif methods:
             items.append(f"- {name}: " + "; ".join(f"{label}: {m}"
                                                    for label, m in methods.items()))
-    paras = ["95% confidence intervals:\n" + "\n".join(items)] if items else []
+    paras = ([f"95% confidence intervals{_resample_units(evals)}:\n" + "\n".join(items)]
+             if items else [])
     if any(flagged.values()):
         which = ", ".join(f"{INTERVALS[k][1]} ({label})" for label, keys in flagged.items()
                           for k in keys)

@@ -7,16 +7,20 @@ are reduced to running sums chunk by chunk, so memory does not grow with simulat
 
 Metrics (each with its unit):
   * stability time of every replica = time to the first failure of the criterion (ps),
-    right-censored at the run length; median (percentile bootstrap 95 % interval over
-    replicas) and mean (BCa bootstrap interval); the survival curve (fraction of replicas
-    stable vs time).
+    right-censored at the run length; median (percentile bootstrap 95 % interval) and mean
+    (BCa bootstrap interval); the survival curve (fraction of replicas stable vs time).
   * h(r) MAE (MDsim convention, 10 x mean over bins |h - h_ref|, dimensionless; h normalised to
     sum 100) of the stable frames against the reference trajectory, with a basic bootstrap
-    interval over replicas (the statistic is biased upward; ``bootstrap_interval``), and the
-    plain mean. ``summary["ci_method"]`` names the method of each interval.
+    interval (the statistic is biased upward; ``bootstrap_interval``), and the plain mean.
+    ``summary["ci_method"]`` names the method of each interval.
   * bond-length distribution MAE (mean over bins |p - p_ref| of distributions normalised to
     sum 100, same smearing) of the stable frames.
   * test force / energy MAE (meV/A, meV).
+
+Every interval resamples start frames: the replicas that share one (more replicas than test
+frames) are drawn together, since they are not independent (a cluster bootstrap;
+``summary["resample_unit"]``). With one replica per start frame that is the bootstrap over
+replicas.
 """
 
 from __future__ import annotations
@@ -112,6 +116,40 @@ def spread_indices(n_available: int, n: int) -> np.ndarray:
     return np.floor(np.arange(n) * n_available / n).astype(int) % n_available
 
 
+def resample_unit(start_idx: np.ndarray) -> dict:
+    """Summary entries saying what the intervals resample: ``"start frame"`` when replicas
+    share start frames (``start_idx``: [n_replicas] int test-frame index of each), else
+    ``"replica"``; and the number of distinct start frames."""
+    n_frames = int(np.unique(start_idx).size)
+    return {"resample_unit": "start frame" if n_frames < len(start_idx) else "replica",
+            "n_start_frames": n_frames}
+
+
+def hr_mae_interval(h_sum: np.ndarray, n_stable_frames: np.ndarray, h_ref: np.ndarray,
+                    start_idx: np.ndarray, cfg: EvalConfig) -> BootstrapInterval:
+    """Basic bootstrap interval of the h(r) MAE of the stable frames of all replicas pooled.
+
+    Only replicas with stable frames are resampled, with their start frames as clusters.
+
+    Args:
+      h_sum: [n_replicas, n_bins] f64 sum of h(r) over each replica's stable frames.
+      n_stable_frames: [n_replicas] stable frames of each replica.
+      h_ref: [n_bins] reference h(r) (normalised to sum 100).
+      start_idx: [n_replicas] int test-frame index each replica started from.
+      cfg: the evaluation (``n_bootstrap``, ``seed``).
+    """
+    per_rep = n_stable_frames > 0
+    h_sum, n_frames = h_sum[per_rep], n_stable_frames[per_rep]
+
+    def pooled_hr_mae(idx):
+        return float(hr_mae(h_sum[idx].sum(0) / n_frames[idx].sum(), h_ref))
+
+    # The MAE of a noisy histogram is biased upward, and a resample (duplicated replicas) is
+    # noisier still: the basic interval subtracts that bias (the caller clips it at 0).
+    return bootstrap_interval(np.arange(len(n_frames)), pooled_hr_mae, cfg.n_bootstrap,
+                              cfg.seed, method="basic", clusters=start_idx[per_rep])
+
+
 def run_eval_stream(sim, params: Params, state, stream, cfg: EvalConfig, *,
                     progress: ProgressFn | None = None,
                     checkpoint_dir: str | Path | None = None, acc_type=None):
@@ -180,9 +218,11 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
     h_ref = stream.h_ref
     # Interval methods (docs/method.md §9): percentile for the median (a quantile: no smooth
     # jackknife, so no BCa), BCa for the mean, basic for the h(r) MAE.
+    # Replicas that share a start frame are resampled together (clusters=start_idx).
     median_ci = bootstrap_interval(times_ps, np.median, cfg.n_bootstrap, cfg.seed,
-                                   method="percentile")
-    mean_ci = bootstrap_interval(times_ps, np.mean, cfg.n_bootstrap, cfg.seed, method="bca")
+                                   method="percentile", clusters=start_idx)
+    mean_ci = bootstrap_interval(times_ps, np.mean, cfg.n_bootstrap, cfg.seed, method="bca",
+                                 clusters=start_idx)
     summary = {
         "n_replicas": cfg.n_replicas,
         "window_ps": window_ps,
@@ -193,29 +233,19 @@ def evaluate_model(model: Model, params: Params, dataset: Dataset, cfg: EvalConf
         "stability_time_ps_median_ci95": [median_ci.low, median_ci.high],
         "stability_time_ps_mean": float(times_ps.mean()),
         "stability_time_ps_mean_ci95": [mean_ci.low, mean_ci.high],
-        "ci_method": {"stability_time_ps_median_ci95": f"{median_ci.method} of the replicas",
-                      "stability_time_ps_mean_ci95": f"{mean_ci.method} of the replicas"},
+        "ci_method": {"stability_time_ps_median_ci95": median_ci.method,
+                      "stability_time_ps_mean_ci95": mean_ci.method},
+        **resample_unit(start_idx),
         "fraction_stable_whole_window": float(censored.mean()),
         "n_stable_frames": m.n_stable_frames,
     }
-    arrays = {"stability_time_ps": times_ps, "censored": censored, "h_ref": h_ref,
-              "hr_centres": stream.hr_centres, "bond_centres": stream.bond_centres,
-              "bond_ref": stream.b_ref}
+    arrays = {"stability_time_ps": times_ps, "censored": censored, "start_frame": start_idx,
+              "h_ref": h_ref, "hr_centres": stream.hr_centres,
+              "bond_centres": stream.bond_centres, "bond_ref": stream.b_ref}
     if m.n_stable_frames > 0:
-        h_sum, n_stable_frames = acc.h_sum, acc.n_stable_frames
-        per_rep = n_stable_frames > 0
-        h_rep = h_sum[per_rep] / n_stable_frames[per_rep, None]
-
-        def pooled_hr_mae(idx):
-            h = h_sum[per_rep][idx].sum(0) / n_stable_frames[per_rep][idx].sum()
-            return float(hr_mae(h, h_ref))
-
-        # The MAE of a noisy histogram is biased upward, and a resample (duplicated replicas)
-        # is noisier still: the basic interval subtracts that bias, clipped at 0.
-        hr_ci = bootstrap_interval(np.arange(len(h_rep)), pooled_hr_mae, cfg.n_bootstrap,
-                                   cfg.seed, method="basic")
-        summary["ci_method"]["hr_mae_ci95"] = (f"{hr_ci.method} of the replicas (stable frames "
-                                               "pooled), lower end clipped at 0")
+        hr_ci = hr_mae_interval(acc.h_sum, acc.n_stable_frames, h_ref, start_idx, cfg)
+        summary["ci_method"]["hr_mae_ci95"] = (f"{hr_ci.method} with stable frames, their "
+                                               "frames pooled; lower end clipped at 0")
         summary.update({
             "hr_mae": m.hr_mae,
             "hr_mae_ci95": [max(hr_ci.low, 0.0), max(hr_ci.high, 0.0)],

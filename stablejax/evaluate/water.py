@@ -202,7 +202,12 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
     the MSD fit range, ps. ``checkpoint_dir``: keep the state and sums after every chunk and
     resume from the newest (as :func:`stablejax.evaluate.evaluate_model`)."""
     from stablejax.evaluate.qm import evaluate_qm
-    from stablejax.evaluate.stability_run import EvalResult, run_eval_stream, spread_indices
+    from stablejax.evaluate.stability_run import (
+        EvalResult,
+        resample_unit,
+        run_eval_stream,
+        spread_indices,
+    )
     from stablejax.simulate.rollout import make_simulator
 
     system = dataset.system
@@ -244,6 +249,7 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
                      f"{RDF_MAE_THRESHOLD:g} per window; per frame min intermolecular "
                      "distance <= 1.2 A",
         "n_replicas": cfg.n_replicas,
+        **resample_unit(start_idx),
         "window_ps": m.window_ps,
         "rdf_window_frames": frames_per_chunk,
         "rdf_window_ps": frames_per_chunk * frame_fs / 1000,
@@ -271,7 +277,8 @@ def evaluate_water(model, params, dataset, cfg, *, progress=None, lag_fit_ps=Non
     summary["test_force_mae_mev_per_angstrom"] = float(qm["force_mae_mev_per_angstrom"])
     summary["test_energy_mae_mev"] = float(qm["energy_mae_mev"])
     t_grid = np.linspace(0, m.window_ps, 201)
-    arrays = {"stability_time_ps": m.times_ps, "censored": m.censored, "g_ref": g_ref,
+    arrays = {"stability_time_ps": m.times_ps, "censored": m.censored,
+              "start_frame": start_idx, "g_ref": g_ref,
               "survival_t_ps": t_grid,
               "survival_fraction": np.array([(m.times_ps > t) | m.censored
                                              for t in t_grid]).mean(1)}

@@ -17,6 +17,7 @@ from stablejax.models.frames import Batch, make_batches, predict, stack_batches 
 
 
 FORCE_LOSSES = ("mse", "l2mae")
+NORMALIZATIONS = ("raw", "force_rms", "std")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +26,18 @@ class QMLossConfig:
 
     loss = energy_weight * mean_b[(dE_b / s_E)^2] + force_weight * L_F
 
-    with dE the energy error (divided by the atom count when ``per_atom_energy``), s_E the std of
-    the training energies (per atom likewise) and s_F the RMS of the training forces, so both
-    terms are dimensionless and the paper's weights apply (SchNet: 0.05 / 0.95; NequIP:
-    per-atom energy 1 / forces 1000; GemNet-T: 0.001 / 0.999 with the L2-MAE force term).
+    with dE the energy error (divided by the atom count when ``per_atom_energy``). The scales
+    s_E, s_F are ``normalization``, each the reference implementation's for its model:
+
+    * ``'raw'``: s_E = 1 eV, s_F = 1 eV/Angstrom (SchNet: 0.05 MSE(E) + 0.95 MSE(F) in eV and
+      eV/Angstrom; its checkpoints carry a target std of 1);
+    * ``'force_rms'``: s_E = s_F = the RMS of the training forces (NequIP: its rescale layer
+      divides per-atom energies and forces by the force RMS; weights per-atom energy 1 / forces
+      1000);
+    * ``'std'``: s_E = the std of the training energies (per atom likewise), s_F = the RMS of the
+      training forces (GemNet-T: OCP's label normaliser, weights 0.001 / 0.999 with the L2-MAE
+      force term); both terms dimensionless.
+
     The force term ``L_F`` is ``force_loss``:
 
     * ``'mse'``: mean over frames, atoms and components of ``(dF / s_F)^2``;
@@ -40,6 +49,7 @@ class QMLossConfig:
     force_weight: float = 0.95
     per_atom_energy: bool = False
     force_loss: str = "mse"
+    normalization: str = "raw"
 
     def __post_init__(self):
         check_types(self)
@@ -51,6 +61,9 @@ class QMLossConfig:
         if self.force_loss not in FORCE_LOSSES:
             raise ValueError(f"QMLossConfig.force_loss must be one of {', '.join(FORCE_LOSSES)}, "
                              f"got {self.force_loss!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"QMLossConfig.normalization must be one of "
+                             f"{', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
 
 
 class LossScales(NamedTuple):
@@ -59,11 +72,16 @@ class LossScales(NamedTuple):
 
 
 def loss_scales(train: Frames, cfg: QMLossConfig) -> LossScales:
-    """Normalisation constants from the training labels."""
+    """Normalisation constants s_E, s_F of ``cfg.normalization`` from the training labels."""
+    if cfg.normalization == "raw":
+        return LossScales(energy=1.0, force=1.0)
+    s_f = float(np.sqrt(np.mean(train.forces**2)))
+    s_f = s_f if s_f > 0 else 1.0
+    if cfg.normalization == "force_rms":
+        return LossScales(energy=s_f, force=s_f)
     E = train.energies / (train.n_atoms if cfg.per_atom_energy else 1)
     s_e = float(np.std(E)) if train.n_frames > 1 else 1.0
-    s_f = float(np.sqrt(np.mean(train.forces**2)))
-    return LossScales(energy=s_e if s_e > 0 else 1.0, force=s_f if s_f > 0 else 1.0)
+    return LossScales(energy=s_e if s_e > 0 else 1.0, force=s_f)
 
 
 def _frame_sums(params: Params, batch: Batch, *, energy_fn: EnergyFn, cfg: QMLossConfig,

@@ -1,16 +1,21 @@
 """The decisions of StABlE's phase machine (docs/method.md §4), apart from the loop that acts
 on them: when a learning phase starts and ends, and where each replica starts an epoch.
 
-* Simulation phase: unstable replicas are reset to their start-of-epoch state (with fresh
-  Maxwell-Boltzmann velocities unless ``fresh_velocities_on_reset=False``), stable ones continue;
+* Simulation phase: unstable replicas are reset to their start-of-epoch state (their own
+  velocities and thermostat state, so with the frozen model they replay their failure; fresh
+  Maxwell-Boltzmann velocities with ``fresh_velocities_on_reset=True``), stable ones continue;
   in the first epoch of a simulation phase a fraction ``reset_probability`` of the stable
   replicas jumps back to an older start-of-epoch checkpoint. When the fraction of replicas that
-  went unstable at least once in the phase reaches ``max_frac_unstable``, the next epoch learns
-  (a reset replica stays counted: with fresh velocities it need not fail again, while the
-  reference's deterministic replay makes it fail every epoch; both give the build-up).
+  went unstable at least once in the phase (the cumulative fraction) reaches
+  ``max_frac_unstable``, the next epoch learns. Under the replay a failed replica fails again
+  every epoch, so the cumulative fraction equals the last epoch's (the reference's rule);
+  with fresh velocities a reset replica need not fail again, and the cumulative count still
+  builds up.
 * Learning phase: every epoch restarts all replicas from the start states of the epoch that
-  crossed the threshold. It ends after ``max_lr_reductions`` plateau reductions or when the
-  epoch's unstable fraction is at most ``min_frac_unstable``.
+  crossed the threshold. The plateau rule and the exit test of learning epoch t read the
+  unstable fraction of epoch t-1's simulation (the reference's order). It ends after
+  ``max_lr_reductions`` plateau reductions or when that fraction is at most
+  ``min_frac_unstable``.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ def enters_learning(phase: int, epoch: int, phase_unstable_fraction: float,
 
 
 def leaves_learning(n_reductions: int, unstable_fraction: float, cfg: TrainConfig) -> bool:
-    """A learning phase ends after ``max_lr_reductions`` plateau reductions or when the epoch's
-    unstable fraction (measured before the update) is at most ``min_frac_unstable``."""
+    """A learning phase ends after ``max_lr_reductions`` plateau reductions or when the unstable
+    fraction it reads (learning epoch t: epoch t-1's simulation) is at most
+    ``min_frac_unstable``."""
     return (n_reductions >= cfg.phases.max_lr_reductions
             or unstable_fraction <= cfg.phases.min_frac_unstable)
 

@@ -132,7 +132,7 @@ class PretrainConfig:
     @classmethod
     def schnet(cls, **overrides) -> "PretrainConfig":
         """SchNet on MD17 (docs/method.md §10.1): Adam 1e-3, batch 100, 5000 warm-up steps (x0.2),
-        plateau 0.8 / 5, energy/force weights 0.05 / 0.95."""
+        plateau 0.8 / 5, energy/force weights 0.05 / 0.95 on raw eV and eV/Angstrom errors."""
         return cls(**overrides)
 
     @classmethod
@@ -147,14 +147,15 @@ class PretrainConfig:
         the zero-force 567 meV/Angstrom for 8 epochs, and for 1,880 steps in a longer run).
         NequIP's preset (per-atom energy 1 / forces 1000) already weights the two alike.
         """
-        return cls(**{"loss": QMLossConfig(0.001, 0.999), **overrides})
+        return cls(**{"loss": QMLossConfig(0.001, 0.999, normalization="std"), **overrides})
 
     @classmethod
     def gemnet(cls, **overrides) -> "PretrainConfig":
         """GemNet-T (the paper's water recipe): normalised energy (squared error) / force (L2-MAE)
         weights 0.001 / 0.999, AdamW with AMSGrad and weight decay 2e-6, lr 1e-3, batch 1,
         EMA 0.999, gradient clip 10, reduce-on-plateau, no warm-up."""
-        base = dict(loss=QMLossConfig(0.001, 0.999, force_loss="l2mae"), learning_rate=1e-3,
+        base = dict(loss=QMLossConfig(0.001, 0.999, force_loss="l2mae", normalization="std"),
+                    learning_rate=1e-3,
                     weight_decay=2e-6, amsgrad=True, batch_size=1, warmup_steps=0,
                     ema_decay=0.999, grad_clip_norm=10.0)
         return cls(**{**base, **overrides})
@@ -162,8 +163,10 @@ class PretrainConfig:
     @classmethod
     def nequip(cls, **overrides) -> "PretrainConfig":
         """NequIP on MD22 (docs/method.md §10.2): Adam 5e-3, batch 5, per-atom energy 1 / forces
-        1000, plateau 0.8 / 5, EMA 0.99, early stopping patience 50, no warm-up."""
-        base = dict(loss=QMLossConfig(1.0, 1000.0, per_atom_energy=True), learning_rate=5e-3,
+        1000 with both divided by the training force RMS, plateau 0.8 / 5, EMA 0.99, early
+        stopping patience 50, no warm-up."""
+        base = dict(loss=QMLossConfig(1.0, 1000.0, per_atom_energy=True,
+                                      normalization="force_rms"), learning_rate=5e-3,
                     batch_size=5, max_epochs=2000, warmup_steps=0, ema_decay=0.99)
         return cls(**{**base, **overrides})
 

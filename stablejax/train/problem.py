@@ -14,7 +14,7 @@ from stablejax._types import Array
 from stablejax.data.frames import Frames
 from stablejax.data.systems import System
 from stablejax.models import Model
-from stablejax.models.frames import frames_neighbor_idx
+from stablejax.models.frames import frames_neighbor_idx, label_errors
 from stablejax.observables.distances import distance_distribution, distance_distribution_target
 from stablejax.simulate import Simulator
 from stablejax.simulate.build import make_simulator_for
@@ -46,6 +46,8 @@ class Problem(NamedTuple):
       molecule_index: [n_atoms] int, the molecule of every atom (localized estimator).
       mesh: the devices replicas and estimator frames are split over
         (:mod:`stablejax.sharding`; the simulator was built with it), or None (one device).
+      val_errors: ``params -> {"energy_mae_mev", "force_mae_mev_per_angstrom", ...}`` on the
+        validation frames (logged at the first epoch and after every learning epoch), or None.
 
     A hand-built problem: the simulator's ``steps_per_chunk`` must divide the epoch's steps
     (``TrainConfig.steps_per_epoch``); ``qm_batches=None`` needs ``optimizer.qm_weight=0``
@@ -65,6 +67,7 @@ class Problem(NamedTuple):
     local_observable_fn: Callable[[Array, Array], Array] | None = None
     molecule_index: np.ndarray | None = None
     mesh: Any = None
+    val_errors: Callable[[Any], dict] | None = None
 
 
 def local_bond_observables(system: System, train_positions: np.ndarray, dtype=jnp.float32):
@@ -95,7 +98,8 @@ def local_bond_observables(system: System, train_positions: np.ndarray, dtype=jn
 
 
 def make_problem(model: Model, system: System, train: Frames, reference_positions: np.ndarray,
-                 cfg: TrainConfig, *, dtype=jnp.float32, mesh: Any = "all") -> Problem:
+                 cfg: TrainConfig, *, dtype=jnp.float32, mesh: Any = "all",
+                 val: Frames | None = None) -> Problem:
     """Build the :class:`Problem` of a molecule (or of a liquid with the localized estimator,
     ``cfg.estimator.environment='molecule'``).
 
@@ -109,6 +113,8 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
       mesh: the devices replicas (simulation) and frames (estimator) are split over: a
         :class:`jax.sharding.Mesh` (:func:`stablejax.sharding.make_mesh`), ``"all"`` (every
         device JAX sees; one device runs the plain single-device code) or None (one device).
+      val: labelled validation frames whose energy and force MAE the training log records
+        (first epoch and every learning epoch); None: not logged.
     """
     from stablejax import sharding
 
@@ -138,9 +144,12 @@ def make_problem(model: Model, system: System, train: Frames, reference_position
             neighbor_idx=frames_neighbor_idx(model, train.positions)))
     # Unlabelled frames are fine when qm_weight is 0 (they only give the start structures).
     scales = loss_scales(train, cfg.optimizer.qm_loss) if train.has_labels else LossScales(1.0, 1.0)
+    val_errors = None
+    if val is not None and val.has_labels and val.n_frames > 0:
+        val_errors = label_errors(model, val, dtype=jnp.dtype(dtype).name)
     return Problem(model, simulator, observable_fn, target, qm_batches,
                    scales, kT_ev(cfg.md.temperature_k), system,
-                   np.asarray(train.positions), local_fn, mol, mesh)
+                   np.asarray(train.positions), local_fn, mol, mesh, val_errors)
 
 
 def _largest_divisor(n: int, at_most: int) -> int:

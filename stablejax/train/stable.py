@@ -8,8 +8,8 @@ optax step (:func:`stablejax.train.optim.stable_optimizer`: clip, SGD, skip non-
 g = g_obs + qm_weight * g_QM, where g_obs is the Boltzmann-estimator gradient of the h(r) loss
 over the finite frames (one VJP) and g_QM the energy/force-loss gradient on the QM training set
 (no new QM calls); with ``estimator.max_steps_per_epoch > 1`` further steps reuse the epoch's
-frames, importance-reweighted (:mod:`stablejax.train.learn`). The unstable fraction measured
-before the step drives reduce-on-plateau.
+frames, importance-reweighted (:mod:`stablejax.train.learn`). As the reference, learning epoch
+t's reduce-on-plateau and exit test read the unstable fraction of epoch t-1's simulation.
 
 Split between static and traced: :class:`StableFns` (functions, the config they were built
 with) is the static part of :class:`TrainState`, the way an equinox module carries its
@@ -243,6 +243,8 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
                   "learning_rate": lr,
                   "hr_loss_stable_frames": loss if loss == loss else None,  # None: no frame
                   "n_reset": n_reset, "n_jumped": n_jumped}
+        if int(h["epoch"]) == 0:
+            record.update(validation_errors(problem, state.params))
 
         params, cycle = state.params, int(h["cycle"])
         sim_epochs, streak = int(h["sim_epochs"]), int(h["streak"])
@@ -253,11 +255,13 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
                 params, opt_state, state.data, learning_frames(traj), mask.reshape(-1), k_learn,
                 cfg, learn_step, reweighting, int(h["epoch"]))
             record.update(info)
-            # The plateau sees f measured before the update (docs/method.md §4, learning
-            # phase, step 3).
-            opt_state = observe_plateau(opt_state, f_new, factor=cfg.optimizer.plateau_factor,
+            # As the reference, the plateau rule and the exit test of learning epoch t read the
+            # unstable fraction of epoch t-1's simulation (docs/method.md §4, learning phase).
+            opt_state = observe_plateau(opt_state, f_prev, factor=cfg.optimizer.plateau_factor,
                                         patience=cfg.optimizer.plateau_patience)
-            if phases.leaves_learning(int(plateau_of(opt_state).n_reductions), f_new, cfg):
+            record["plateau_observed_fraction"] = f_prev
+            record.update(validation_errors(problem, params))
+            if phases.leaves_learning(int(plateau_of(opt_state).n_reductions), f_prev, cfg):
                 phase, cycle = int(Phase.SIMULATION), cycle + 1
                 record["end_of_cycle"] = cycle
                 # The next simulation phase restarts from the learning phase's start states.
@@ -283,6 +287,16 @@ def make_stable(problem: Problem, cfg: TrainConfig, *, mesh: Any = None) -> Stab
 
     fns = StableFns(init=init, epoch=epoch, learn_step=learn_step, cfg=cfg, problem=problem)
     return fns
+
+
+def validation_errors(problem: Problem, params: Params) -> dict:
+    """``val_energy_mae_mev`` and ``val_force_mae_mev_per_angstrom`` of ``params`` on the
+    problem's validation frames (empty when it has none)."""
+    if problem.val_errors is None:
+        return {}
+    err = problem.val_errors(params)
+    return {"val_energy_mae_mev": err["energy_mae_mev"],
+            "val_force_mae_mev_per_angstrom": err["force_mae_mev_per_angstrom"]}
 
 
 def check_state(state: TrainState, cfg: TrainConfig) -> None:

@@ -101,7 +101,8 @@ class OptimizerConfig:
       plateau_factor, plateau_patience: reduce-on-plateau of the rate on the unstable fraction
         within a learning phase (PyTorch's rule, as the reference).
       qm_weight: weight w_EF of the energy/force gradient on the QM training set.
-      qm_loss: energy/force loss weights (SchNet 0.05/0.95; NequIP per-atom 1/1000).
+      qm_loss: energy/force loss weights and units, the reference's per model (SchNet
+        0.05/0.95 on raw eV and eV/Angstrom; NequIP per-atom 1/1000 over the force RMS).
       qm_batch_size: frames per QM batch.
       qm_max_batches: QM batches per step (None: the whole training set, as the reference).
     """
@@ -140,8 +141,11 @@ class PhaseConfig:
       max_lr_reductions: leave learning after this many plateau reductions.
       reset_probability: in the first epoch of a simulation phase, this fraction of stable
         replicas jumps back to a random older start-of-epoch checkpoint.
-      fresh_velocities_on_reset: reset replicas get new Maxwell-Boltzmann velocities
-        (stablejax's default); False replays the reference's deterministic reset.
+      fresh_velocities_on_reset: False (the reference's reset, the default): a failed replica
+        returns to its pre-failure state with its own velocities and thermostat state, so with
+        the frozen model and deterministic Nose-Hoover it replays its failure and learning
+        epochs begin from failing trajectories; True gives reset replicas new
+        Maxwell-Boltzmann velocities.
       n_checkpoints_kept: older start-of-epoch states kept for those jumps (a ring buffer).
     """
 
@@ -149,7 +153,7 @@ class PhaseConfig:
     min_frac_unstable: float = 0.0
     max_lr_reductions: int = 3
     reset_probability: float = 0.05
-    fresh_velocities_on_reset: bool = True
+    fresh_velocities_on_reset: bool = False
     n_checkpoints_kept: int = 16
 
     def __post_init__(self):
@@ -224,8 +228,8 @@ class TrainConfig:
         """Ac-Ala3-NHMe / NequIP: as aspirin with h(r) to 15 A, NequIP's QM loss weights and
         600 epochs."""
         base = cls(hr=HRConfig(r_max_angstrom=15.0), n_epochs=600,
-                   optimizer=OptimizerConfig(qm_loss=QMLossConfig(1.0, 1000.0,
-                                                                  per_atom_energy=True)))
+                   optimizer=OptimizerConfig(qm_loss=QMLossConfig(
+                       1.0, 1000.0, per_atom_energy=True, normalization="force_rms")))
         return replace(base, overrides)
 
     @classmethod
@@ -240,7 +244,10 @@ class TrainConfig:
                                  frame_interval_fs=100.0)
         base = cls(md=md, n_replicas=8, epoch_ps=1.0,
                    estimator=EstimatorConfig(environment="molecule", block_size=4),
-                   optimizer=OptimizerConfig(learning_rate=3e-3, qm_weight=0.0))
+                   optimizer=OptimizerConfig(
+                       learning_rate=3e-3, qm_weight=0.0,
+                       qm_loss=QMLossConfig(0.001, 0.999, force_loss="l2mae",
+                                            normalization="std")))
         return replace(base, overrides)
 
     @classmethod
