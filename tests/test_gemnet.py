@@ -8,6 +8,8 @@ changes under a generic perturbation, so the comparison can fail.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ import pytest
 from scipy import special
 
 from stablejax.models import GemNetTConfig, gemnet_parameter_count, make_model
+from stablejax.models.gemnet import gemnet_scale_factor_count
 from stablejax.models import gemnet_basis as gb
 from stablejax.models.gemnet import cap_neighbors, dense_product, reverse_edge_slot
 from stablejax.models.neighbors import all_pairs_edges
@@ -247,6 +250,7 @@ def test_avg_num_neighbors_required():
     ("emb_size_trip", True), ("num_radial", 0), ("num_spherical", 1), ("envelope_exponent", 0),
     ("num_before_skip", -1), ("num_atom", 1.0), ("species", (1, 1)), ("param_dtype", "float16"),
     ("max_neighbors", 0), ("output_init", "normal"), ("emb_size_trip", 0),
+    ("trainable_scales", 1),
 ])
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=f"GemNetTConfig.{field}"):
@@ -259,6 +263,94 @@ def test_parameter_count():
     print(f"GemNet-T parameters (2 species): paper config {n_paper}, cpu scale {n_cpu}")
     assert 2.0e6 < n_paper < 2.6e6  # ~2.3M, docs/water.md
     assert n_cpu < n_paper / 20
+    old = dataclasses.replace(GemNetTConfig.cpu_scale(), trainable_scales=False)
+    assert gemnet_parameter_count(old, n_species=2) == 49_734  # the cpu-scale run's model
+
+
+def test_scale_factor_counts():
+    """4 n_blocks + 1 trainable scale factors: the reference's 17 for the paper's 4 blocks, 9 for
+    the cpu scale (2 blocks), 5 for the demo (1 block); none with fixed constants."""
+    assert gemnet_scale_factor_count(GemNetTConfig()) == 17
+    assert gemnet_scale_factor_count(GemNetTConfig.cpu_scale()) == 9
+    assert gemnet_scale_factor_count(GemNetTConfig.cpu_scale(n_blocks=1)) == 5
+    assert gemnet_scale_factor_count(GemNetTConfig(trainable_scales=False)) == 0
+
+
+def test_trainable_scales_start_at_the_constants():
+    """With the same kernels, trainable scale factors at their initial values give the energy of
+    the fixed constants; changing one changes it (it is a live parameter)."""
+    R = jnp.asarray(R0, jnp.float32)
+    fixed = build(dataclasses.replace(CFG, trainable_scales=False))
+    live = build(CFG)
+    p_fixed = fixed.init(jax.random.PRNGKey(0), R)
+    p_live = live.init(jax.random.PRNGKey(0), R)
+
+    def graft(path, x):  # the live tree's scale factors, every other leaf from the fixed tree
+        names = [str(k.key) for k in path]
+        return x if names[-1].startswith("scale_") else functools.reduce(
+            lambda node, n: node[n], names, p_fixed)
+
+    p = jax.tree_util.tree_map_with_path(graft, p_live)
+    scales = {tuple(str(k.key) for k in path): float(x)
+              for path, x in jax.tree_util.tree_leaves_with_path(p)
+              if str(path[-1].key).startswith("scale_")}
+    assert len(scales) == 4 * CFG.n_blocks + 1
+    assert scales[("params", "output_0", "scale_sum")] == pytest.approx(AVG ** -0.5)
+    assert scales[("params", "interaction_0", "scale_rbf")] == 1.0
+    e_fixed = float(fixed.energy_fn(p_fixed, R))
+    assert float(live.energy_fn(p, R)) == pytest.approx(e_fixed, abs=1e-5)
+    p["params"]["interaction_1"]["scale_cbf_sum"] = jnp.asarray(2.0)
+    assert abs(float(live.energy_fn(p, R)) - e_fixed) > 1e-4
+
+
+def test_he_orthogonal_output_init_is_the_default():
+    """The output layers start He-orthogonal (norm ~1, mean ~0 over the fan-in): the untrained
+    model has forces."""
+    model = build(GemNetTConfig(**{k: v for k, v in dataclasses.asdict(CFG).items()
+                                   if k not in ("output_init", "trainable_scales")}))
+    R = jnp.asarray(R0, jnp.float32)
+    params = model.init(jax.random.PRNGKey(0), R)
+    for t in range(CFG.n_blocks + 1):
+        w = np.asarray(params["params"][f"output_{t}"]["out_energy"])[:, 0]
+        assert np.linalg.norm(w) == pytest.approx(np.sqrt(1 - 1 / w.size), rel=1e-3)
+        assert abs(w.mean()) < 1e-6
+    assert float(jnp.abs(jax.grad(model.energy_fn, argnums=1)(params, R)).max()) > 1e-3
+
+
+def test_model_json_without_the_new_fields_builds_the_old_model(tmp_path):
+    """A model.json written before ``trainable_scales`` existed (no such field) rebuilds the
+    old parameterisation (fixed constants, zero-initialised outputs), so its checkpoints load;
+    the resume check reads the absent field as that old value too."""
+    from stablejax.io.run_dir import RunDir, params_template
+    from stablejax.train.model_spec import ModelSpec
+
+    old_cfg = dataclasses.replace(CFG, output_init="zeros", trainable_scales=False)
+    spec = ModelSpec(kind="gemnet-t", config=dataclasses.asdict(old_cfg),
+                     atomic_numbers=tuple(int(z) for z in Z), energy_shift=SHIFT,
+                     energy_scale=0.5, avg_num_neighbors=AVG)
+    stored = spec.to_json()
+    del stored["config"]["trainable_scales"], stored["config"]["output_init"]
+    (tmp_path / "run").mkdir()
+    rd = RunDir(tmp_path / "run")
+    rd.model_spec_path.write_text(json.dumps(stored))
+    model = spec.build()
+    R = jnp.asarray(R0, jnp.float32)
+    params = jax.tree.map(lambda x: x + 0.01, model.init(jax.random.PRNGKey(4), R))  # trained
+    rd.save_params("best", 3, params)
+
+    loaded = ModelSpec.load(rd.model_spec_path)
+    cfg = loaded.model_config
+    absent = {k: loaded.default_config()[k] for k in ("trainable_scales", "output_init")}
+    assert (cfg.trainable_scales, cfg.output_init) == (False, "zeros")
+    assert absent == {"trainable_scales": False, "output_init": "zeros"}
+    rebuilt = loaded.build()
+    restored = rd.load_params("best", params_template(rebuilt.init, len(Z)))
+    assert float(rebuilt.energy_fn(restored, R)) == pytest.approx(
+        float(model.energy_fn(params, R)), rel=1e-6)
+    # the current default is the new parameterisation: its tree differs (scale factors)
+    new = ModelSpec.from_json({**stored, "config": {**stored["config"], "trainable_scales": True,
+                                                    "output_init": "heorthogonal"}})
+    assert gemnet_scale_factor_count(new.model_config) == 4 * CFG.n_blocks + 1
 
 
 def test_reverse_edge_slot():

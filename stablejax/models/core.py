@@ -166,7 +166,7 @@ def _module(cfg: ModelConfig, n_species: int, avg_num_neighbors: float | None):
                        num_before_skip=cfg.num_before_skip, num_after_skip=cfg.num_after_skip,
                        num_concat=cfg.num_concat, num_atom=cfg.num_atom,
                        max_neighbors=cfg.max_neighbors, output_init=cfg.output_init,
-                       param_dtype=dtype)
+                       trainable_scales=cfg.trainable_scales, param_dtype=dtype)
     raise TypeError(f"cfg must be a SchNetConfig, NequIPConfig or GemNetTConfig, got "
                     f"{type(cfg).__name__}")
 

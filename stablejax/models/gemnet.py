@@ -21,22 +21,31 @@ Layout as in the authors' ``gemnet_pytorch`` (``triplets_only=True``, energy onl
   atom update plus a final ``Dense(1)``; their outputs are summed: one normalised energy per atom.
 
 Activation ``silu(x) / 0.6`` (the authors' scaled SiLU). Weights use the authors' He-orthogonal
-initialisation (orthogonal, standardised per output, times ``1/sqrt(fan_in)``), except the last
-layer of each output block, zero by default (``output_init``): the model starts at the
-per-species energy shifts with zero forces.
+initialisation (orthogonal, standardised per output, times ``1/sqrt(fan_in)``;
+:mod:`stablejax.models.gemnet_layers`), the last layer of each output block included
+(``output_init='heorthogonal'``, the reference's ``output_init: HeOrthogonal``); with
+``'zeros'`` the model starts at the per-species energy shifts with zero forces, but the output
+kernels then stay small in training (norms 0.05-0.12 after the cpu-scale pre-training) and every
+other layer's gradient, which passes through them, is scaled down with them.
 
 ``max_neighbors`` (off by default) applies the paper's neighbour cap as mutual k-nearest
 neighbours (:func:`cap_neighbors`).
 
-Scaling factors: the authors fit one factor per neighbour sum and per radial Hadamard product on
-data (``fit_scaling.py``). Here, instead: every sum over neighbours (atom update, output block)
-and over triplets (bilinear layer) is divided by ``sqrt(avg_num_neighbors)`` (a constant from the
-training data, as in NequIP); and the two bases are divided by constants that give them unit
+Scale factors, one per neighbour sum and per radial Hadamard product as in the authors' code
+(``TripInteraction_t_had_rbf``, ``TripInteraction_t_sum_cbf``, ``AtomUpdate_t_sum`` per
+interaction, ``OutBlock_t_sum`` per output block: ``4 n_blocks + 1`` scalars, 17 for the paper's
+4 blocks). The authors fit them on data (``fit_scaling.py``); here they start from constants:
+every sum over neighbours (``scale_sum`` of atom updates and output blocks) and over triplets
+(``scale_cbf_sum`` of the bilinear layer) from ``1/sqrt(avg_num_neighbors)`` (a constant from the
+training data, as in NequIP), the radial Hadamard product of the triplet interaction
+(``scale_rbf``) from 1, because the two bases are divided by constants that give them unit
 second moment over a uniform gas inside the cutoff (``rbf``; radial part times ``Y_l0`` for the
 spherical basis; computed by quadrature at trace time, frequencies at their initial ``n pi``), so
 that the Hadamard products with the (He-initialised, variance-preserving) basis projections keep
-the scale of the messages. Without this, the triplet branch is ~1e-4 of the signal at
-initialisation.
+the scale of the messages (without this the triplet branch is ~1e-4 of the signal at
+initialisation). With ``trainable_scales=True`` (default) they are scalar parameters trained
+with the rest (StABlE trains the reference's too); with False they are the fixed constants of
+models saved before they existed (no ``scale_rbf`` then).
 
 Dense layout only (``Edges.senders`` [n_atoms, n_slots]): row ``a`` holds the edges ``c -> a``.
 The triplets of centre ``a`` are all ordered pairs of its slots ``(s, t)``, ``s != t``, masked by
@@ -58,105 +67,28 @@ import numpy as np
 
 from stablejax._types import Array
 from stablejax.models import gemnet_basis as gb
+from stablejax.models.gemnet_layers import (  # noqa: F401  (dense_product: public here too)
+    INV_SQRT2,
+    OUTPUT_INITS,
+    Dense,
+    Residual,
+    dense_product,
+    he_orthogonal_init,
+    scale_factor,
+    uniform_sqrt3,
+)
 from stablejax.models.neighbors import Edges
-
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-
-
-def scaled_silu(x: Array) -> Array:
-    """``silu(x) / 0.6`` (roughly variance preserving for unit-normal inputs)."""
-    return jax.nn.silu(x) * (1.0 / 0.6)
-
-
-def he_orthogonal_init(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
-    """Orthogonal matrix over (fan-in, out), standardised per output column, times 1/sqrt(fan_in).
-
-    The last axis of ``shape`` is the output axis; all leading axes form the fan-in.
-    """
-    fan_in = int(np.prod(shape[:-1]))
-    w = nn.initializers.orthogonal()(key, (fan_in, shape[-1]), jnp.float32)
-    if fan_in > 1:
-        w = (w - w.mean(axis=0)) / jnp.sqrt(w.var(axis=0, ddof=1) + 1e-6)
-    return (w / math.sqrt(fan_in)).reshape(shape).astype(dtype)
-
-
-def _uniform_sqrt3(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
-    """Uniform on [-sqrt 3, sqrt 3] (unit variance), the authors' atom embedding init."""
-    return jax.random.uniform(key, shape, dtype, -math.sqrt(3.0), math.sqrt(3.0))
-
-
-def _zeros(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
-    del key
-    return jnp.zeros(shape, dtype)
-
-
-@jax.custom_vjp
-def dense_product(x: Array, kernel: Array) -> Array:
-    """``x @ kernel`` ([..., in] x [in, out]) whose kernel gradient reads stored activations.
-
-    The same value and gradients as ``jnp.dot``. The kernel gradient sums ``x^T dy`` over every
-    leading position (frames x atoms x neighbour slots on the edge tensors), which needs ``x``
-    transposed; left to itself XLA's CPU backend fuses the elementwise ops that produced ``x``
-    (activations, residual sums, masks) into that transpose and recomputes them in transposed
-    order, and those fusions took 60% of the parameter gradient's time on the water box
-    (``benchmarks/bench_localized.py --profile``). Here the backward pass takes ``x`` and ``dy``
-    as stored (``lax.optimization_barrier``), which made the parameter gradient of the cpu-sized
-    GemNet-T 2.4x faster (about one energy+force pass). The input gradient is the plain
-    ``dy @ kernel^T``.
-    """
-    return jnp.dot(x, kernel)
-
-
-def _dense_product_fwd(x, kernel):
-    return jnp.dot(x, kernel), (x, kernel)
-
-
-def _dense_product_bwd(res, dy):
-    x, kernel = res
-    dx = jnp.dot(dy, kernel.T)
-    xs, dys = jax.lax.optimization_barrier((x, dy))
-    lead = "".join(chr(ord("a") + i) for i in range(x.ndim - 1))
-    dk = jnp.einsum(f"{lead}i,{lead}o->io", xs, dys)
-    return dx, dk.astype(kernel.dtype)
-
-
-dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
-
-
-class _Dense(nn.Module):
-    """Bias-free dense layer with the scaled SiLU (or none)."""
-
-    features: int
-    activation: bool = True
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", he_orthogonal_init, (x.shape[-1], self.features),
-                            self.param_dtype)
-        y = dense_product(x, kernel.astype(x.dtype))
-        return scaled_silu(y) if self.activation else y
-
-
-class _Residual(nn.Module):
-    """``(x + act(W2 act(W1 x))) / sqrt(2)``."""
-
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        y = _Dense(x.shape[-1], param_dtype=self.param_dtype, name="dense_0")(x)
-        y = _Dense(x.shape[-1], param_dtype=self.param_dtype, name="dense_1")(y)
-        return (x + y) * _INV_SQRT2
 
 
 class _AtomUpdate(nn.Module):
-    """Sum of ``m * (W rbf)`` over incoming edges, dense to ``emb_size_atom``, residual layers;
-    with ``output=True`` a final bias-free ``Dense(1)``: [n_atoms, 1]."""
+    """Sum of ``m * (W rbf)`` over incoming edges times the scale factor ``scale_sum``, dense to
+    ``emb_size_atom``, residual layers; with ``output=True`` a final bias-free ``Dense(1)``
+    (``out_energy``): [n_atoms, 1]."""
 
     emb_size_atom: int
     num_atom: int
     inv_sqrt_neighbors: float
+    trainable_scales: bool
     output: bool = False
     output_init: str = "heorthogonal"
     param_dtype: jnp.dtype = jnp.float32
@@ -164,14 +96,14 @@ class _AtomUpdate(nn.Module):
     @nn.compact
     def __call__(self, m: Array, rbf: Array, mask: Array) -> Array:
         pd = self.param_dtype
-        x = m * _Dense(m.shape[-1], activation=False, param_dtype=pd, name="dense_rbf")(rbf)
-        x = jnp.sum(jnp.where(mask[..., None], x, 0.0), axis=1) * self.inv_sqrt_neighbors
-        x = _Dense(self.emb_size_atom, param_dtype=pd, name="dense_atom")(x)
+        x = m * Dense(m.shape[-1], activation=False, param_dtype=pd, name="dense_rbf")(rbf)
+        x = jnp.sum(jnp.where(mask[..., None], x, 0.0), axis=1)
+        x = scale_factor(self, "scale_sum", x, self.inv_sqrt_neighbors, self.trainable_scales, pd)
+        x = Dense(self.emb_size_atom, param_dtype=pd, name="dense_atom")(x)
         for k in range(self.num_atom):
-            x = _Residual(pd, name=f"residual_{k}")(x)
+            x = Residual(pd, name=f"residual_{k}")(x)
         if self.output:
-            init = he_orthogonal_init if self.output_init == "heorthogonal" else _zeros
-            kernel = self.param("out_energy", init, (x.shape[-1], 1), pd)
+            kernel = self.param("out_energy", OUTPUT_INITS[self.output_init], (x.shape[-1], 1), pd)
             x = jnp.dot(x, kernel.astype(x.dtype))
         return x
 
@@ -188,59 +120,75 @@ class _Interaction(nn.Module):
     num_concat: int
     num_atom: int
     inv_sqrt_neighbors: float
+    trainable_scales: bool
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, h: Array, m: Array, rbf3: Array, cbf3: Array, sph: Array,
                  rbf_h: Array, edges: Edges, reverse_slot: Array) -> tuple[Array, Array]:
         pd = self.param_dtype
-        dense = lambda f, name, act=True: _Dense(f, act, pd, name=name)  # noqa: E731
+        dense = lambda f, name, act=True: Dense(f, act, pd, name=name)  # noqa: E731
         # triplet interaction: b -> a messages, summed into the edges c -> a of the same centre a
         x_ba = dense(self.emb_size_edge, "dense_ba")(m)
         x_ba = x_ba * dense(self.emb_size_edge, "mlp_rbf3", act=False)(rbf3)
+        if self.trainable_scales:  # constant 1 before (the basis has unit second moment)
+            x_ba = scale_factor(self, "scale_rbf", x_ba, 1.0, True, pd)
         x_ba = dense(self.emb_size_trip, "down_projection")(x_ba)  # [N, S, T]
         sum_k = jnp.einsum("astl,atf->aslf", sph, x_ba)  # [N, S, L, T]
         w_bil = self.param("bilinear", he_orthogonal_init,
                            (self.emb_size_trip, cbf3.shape[-1], self.emb_size_bil_trip), pd)
         x = jnp.einsum("aslc,aslf->ascf", cbf3, sum_k)  # [N, S, C, T]
-        x = jnp.einsum("ascf,fco->aso", x, w_bil.astype(m.dtype)) * self.inv_sqrt_neighbors
+        x = jnp.einsum("ascf,fco->aso", x, w_bil.astype(m.dtype))
+        x = scale_factor(self, "scale_cbf_sum", x, self.inv_sqrt_neighbors,
+                         self.trainable_scales, pd)
         x_ca = dense(self.emb_size_edge, "up_projection_ca")(x)
         x_ac = dense(self.emb_size_edge, "up_projection_ac")(x)
         x_ac = x_ac[edges.senders, reverse_slot]  # value on the reverse edge a -> c
-        x3 = (x_ca + x_ac) * _INV_SQRT2
+        x3 = (x_ca + x_ac) * INV_SQRT2
         # skip connection and residual layers
-        x = (dense(self.emb_size_edge, "dense_ca")(m) + x3) * _INV_SQRT2
+        x = (dense(self.emb_size_edge, "dense_ca")(m) + x3) * INV_SQRT2
         for k in range(self.num_before_skip):
-            x = _Residual(pd, name=f"before_skip_{k}")(x)
-        m = (m + x) * _INV_SQRT2
+            x = Residual(pd, name=f"before_skip_{k}")(x)
+        m = (m + x) * INV_SQRT2
         for k in range(self.num_after_skip):
-            m = _Residual(pd, name=f"after_skip_{k}")(m)
+            m = Residual(pd, name=f"after_skip_{k}")(m)
         # atom update
         h2 = _AtomUpdate(self.emb_size_atom, self.num_atom, self.inv_sqrt_neighbors,
-                         param_dtype=pd, name="atom_update")(m, rbf_h, edges.mask)
-        h = (h + h2) * _INV_SQRT2
+                         self.trainable_scales, param_dtype=pd, name="atom_update")(
+            m, rbf_h, edges.mask)
+        h = (h + h2) * INV_SQRT2
         # edge update from the new atom embeddings
         m2 = jnp.concatenate([h[edges.senders], jnp.broadcast_to(h[:, None], m.shape[:2]
                                                                   + h.shape[-1:]), m], axis=-1)
         m2 = dense(self.emb_size_edge, "concat")(m2)
         for k in range(self.num_concat):
-            m2 = _Residual(pd, name=f"concat_residual_{k}")(m2)
-        return h, (m + m2) * _INV_SQRT2
+            m2 = Residual(pd, name=f"concat_residual_{k}")(m2)
+        return h, (m + m2) * INV_SQRT2
 
 
-def gemnet_parameter_count(cfg, n_species: int) -> int:
-    """Number of scalar parameters of a :class:`GemNetT` built from a ``GemNetTConfig``.
-
-    Shapes only (``jax.eval_shape``): nothing is computed.
-    """
+def _parameter_shapes(cfg, n_species: int):
+    """The parameter pytree of a :class:`GemNetT` for a ``GemNetTConfig``, as shapes
+    (``jax.eval_shape``: nothing is computed)."""
     from stablejax.models.core import _module
 
     module = _module(cfg, n_species, 1.0)
     edges = Edges(senders=jnp.array([[1], [0]]), receivers=jnp.array([[0], [1]]),
                   vectors=jnp.array([[[1.0, 0.0, 0.0]], [[-1.0, 0.0, 0.0]]]),
                   mask=jnp.ones((2, 1), bool))
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(2, jnp.int32), edges)
+    return jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(2, jnp.int32), edges)
+
+
+def gemnet_parameter_count(cfg, n_species: int) -> int:
+    """Number of scalar parameters of a :class:`GemNetT` built from a ``GemNetTConfig``."""
+    shapes = _parameter_shapes(cfg, n_species)
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
+
+
+def gemnet_scale_factor_count(cfg, n_species: int = 2) -> int:
+    """Number of trainable scale factors (parameters named ``scale_*``) of a ``GemNetTConfig``:
+    ``4 n_blocks + 1`` with ``trainable_scales``, else 0."""
+    leaves = jax.tree_util.tree_leaves_with_path(_parameter_shapes(cfg, n_species))
+    return sum(str(getattr(path[-1], "key", "")).startswith("scale_") for path, _ in leaves)
 
 
 def cap_neighbors(edges: Edges, max_neighbors: int) -> tuple[Edges, Array]:
@@ -294,6 +242,8 @@ class GemNetT(nn.Module):
       num_before_skip, num_after_skip, num_concat, num_atom: residual layer counts.
       max_neighbors: None, or the mutual k-nearest cap (:func:`cap_neighbors`).
       output_init: ``'heorthogonal'`` or ``'zeros'`` for the output blocks' last layer.
+      trainable_scales: the ``4 n_blocks + 1`` scale factors are scalar parameters (True) or
+        constants (False, the parameterisation before they existed).
       param_dtype: parameter dtype.
     """
 
@@ -315,7 +265,8 @@ class GemNetT(nn.Module):
     num_concat: int = 1
     num_atom: int = 3
     max_neighbors: int | None = None
-    output_init: str = "zeros"
+    output_init: str = "heorthogonal"
+    trainable_scales: bool = True
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -361,7 +312,7 @@ class GemNetT(nn.Module):
 
         # shared projections of the bases
         def project(x, features, name):
-            return _Dense(features, activation=False, param_dtype=pd, name=name)(x)
+            return Dense(features, activation=False, param_dtype=pd, name=name)(x)
         rbf3 = project(rbf, self.emb_size_rbf, "mlp_rbf3")
         rbf_h = project(rbf, self.emb_size_rbf, "mlp_rbf_h")
         rbf_out = project(rbf, self.emb_size_rbf, "mlp_rbf_out")
@@ -371,16 +322,16 @@ class GemNetT(nn.Module):
 
         # embeddings
         h = nn.Embed(self.n_species, self.emb_size_atom, dtype=dtype, param_dtype=pd,
-                     embedding_init=_uniform_sqrt3, name="atom_embedding")(species)  # [N, A]
+                     embedding_init=uniform_sqrt3, name="atom_embedding")(species)  # [N, A]
         h_c = h[edges.senders]
         h_a = jnp.broadcast_to(h[:, None], h_c.shape)
-        m = _Dense(self.emb_size_edge, param_dtype=pd, name="edge_embedding")(
+        m = Dense(self.emb_size_edge, param_dtype=pd, name="edge_embedding")(
             jnp.concatenate([h_c, h_a, rbf], axis=-1))  # [N, S, E]
 
         reverse_slot = reverse_edge_slot(edges)
         out_kw = dict(emb_size_atom=self.emb_size_atom, num_atom=self.num_atom,
-                      inv_sqrt_neighbors=inv_sqrt_nb, output=True, output_init=self.output_init,
-                      param_dtype=pd)
+                      inv_sqrt_neighbors=inv_sqrt_nb, trainable_scales=self.trainable_scales,
+                      output=True, output_init=self.output_init, param_dtype=pd)
         energy = _AtomUpdate(**out_kw, name="output_0")(m, rbf_out, mask)
         for t in range(self.n_blocks):
             h, m = _Interaction(
@@ -388,7 +339,8 @@ class GemNetT(nn.Module):
                 emb_size_trip=self.emb_size_trip, emb_size_bil_trip=self.emb_size_bil_trip,
                 num_before_skip=self.num_before_skip, num_after_skip=self.num_after_skip,
                 num_concat=self.num_concat, num_atom=self.num_atom,
-                inv_sqrt_neighbors=inv_sqrt_nb, param_dtype=pd, name=f"interaction_{t}",
+                inv_sqrt_neighbors=inv_sqrt_nb, trainable_scales=self.trainable_scales,
+                param_dtype=pd, name=f"interaction_{t}",
             )(h, m, rbf3, cbf3, sph, rbf_h, edges, reverse_slot)
             energy = energy + _AtomUpdate(**out_kw, name=f"output_{t + 1}")(m, rbf_out, mask)
         return energy[:, 0]

@@ -60,8 +60,11 @@ class ModelSpec:
         return _CONFIGS[self.kind](**cfg)
 
     def default_config(self) -> dict:
-        """The default config of this model kind, as a dict (fields a stored spec may lack)."""
-        return dataclasses.asdict(_CONFIGS[self.kind]())
+        """What each field a stored spec may lack means, as a config dict: the default, or the
+        config class's ``ABSENT_FIELDS`` value where a field's absence means the behaviour
+        before it existed."""
+        cls = _CONFIGS[self.kind]
+        return {**dataclasses.asdict(cls()), **getattr(cls, "ABSENT_FIELDS", {})}
 
     def build(self) -> Model:
         return make_model(self.model_config, np.asarray(self.atomic_numbers), box=self.box,
@@ -81,6 +84,8 @@ class ModelSpec:
         config = dict(d["config"])
         if "r_max_angstrom" in config:  # NequIP's own name for the cutoff
             config["cutoff_angstrom"] = config.pop("r_max_angstrom")
+        # a spec written before a field existed keeps that time's model (its checkpoints load)
+        config = {**getattr(_CONFIGS.get(d["kind"]), "ABSENT_FIELDS", {}), **config}
         return cls(kind=d["kind"], config=config,
                    atomic_numbers=tuple(d["atomic_numbers"]),
                    energy_shift={int(k): float(v) for k, v in d["energy_shift"].items()},
