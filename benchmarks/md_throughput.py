@@ -12,9 +12,9 @@ periodic dense JAX-MD neighbour list on the 64-molecule SPC/Fw box of
 :mod:`stablejax.data.water_model` (cubic, edge 12.43 A at 0.997 g/cm3; the seeded lattice box
 minimised with the SPC/Fw force field, or test frame 0 of a water data set given as ``--data``),
 300 K, dt 1 fs; ``--water-model gemnet-t`` runs the box with the cpu-scale GemNet-T instead
-(``GemNetTConfig.cpu_scale()``, 4 A; its untrained output layer is zero, so the replicas move
-under the thermostat alone: the cost of a step does not depend on the parameters' values, and
-thermal atom speeds set how often the neighbour list is rebuilt). All use Langevin with gamma ``--gamma-per-ps`` (default 0.1/ps). ``--data`` feeds
+(``GemNetTConfig.cpu_scale()``, 4 A, untrained: the cost of a step does not depend on the
+parameters' values, and thermal atom speeds set how often the neighbour list is rebuilt).
+All use Langevin with gamma ``--gamma-per-ps`` (default 0.1/ps). ``--data`` feeds
 the system it holds: a periodic data set the water box, any other the aspirin structure.
 
 For water, one more line gives the reference force field's own speed on the same box

@@ -117,7 +117,7 @@ def test_killed_runs_resume_bit_for_bit(runs):
               "sys.exit(max(main(a) for a in json.loads(sys.argv[1])))")
     argv = [_simulate_argv(model_dir, data, sim), _evaluate_argv(model_dir, data, ev)]
     proc = subprocess.run([sys.executable, "-c", resume, json.dumps(argv)], cwd=REPO,
-                          env=_cached_env(root), capture_output=True, text=True, timeout=300)
+                          env=_cached_env(root), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "resuming at 0.01 ps" in proc.stdout
     assert not (sim / "partial").exists() and not (ev / "partial").exists()

@@ -141,7 +141,7 @@ def test_angle_dependence_beyond_cutoff(x64):
 TRICLINIC_CELL = np.array([[4.2, 0.0, 0.0], [0.6, 4.3, 0.0], [-0.4, 0.5, 4.4]])  # rows
 
 
-@pytest.mark.parametrize("cell", ["cubic", "triclinic"])
+@pytest.mark.parametrize("cell", [pytest.param("cubic", marks=pytest.mark.slow), "triclinic"])
 def test_periodic_supercell(cell):
     """Energy per atom of a periodic box equals that of its 2x1x1 supercell (cubic and
     triclinic cells; the lattice vectors are the rows of ``cell``)."""
@@ -225,6 +225,7 @@ def test_max_neighbors_cap():
     assert abs(float(tight.energy_fn(params, R)) - e_full) > 1e-5
 
 
+@pytest.mark.slow  # make test-slow (default-suite time)
 def test_zero_output_init():
     """``output_init='zeros'``: the untrained model gives the per-species shifts and no force."""
     model = build(dataclasses.replace(CFG, output_init="zeros"))
@@ -276,6 +277,7 @@ def test_scale_factor_counts():
     assert gemnet_scale_factor_count(GemNetTConfig(trainable_scales=False)) == 0
 
 
+@pytest.mark.slow  # make test-slow (default-suite time)
 def test_trainable_scales_start_at_the_constants():
     """With the same kernels, trainable scale factors at their initial values give the energy of
     the fixed constants; changing one changes it (it is a live parameter)."""

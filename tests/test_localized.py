@@ -111,6 +111,7 @@ def flat(tree) -> np.ndarray:
     return np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
 
 
+@pytest.mark.slow  # make test-slow (default-suite time); the blocked baseline stays
 def test_physical_gradient_matches_per_environment_baseline(box_setup):
     s = box_setup
     env = all_environments(3, 4)

@@ -134,7 +134,8 @@ def _tiny_gemnet(train):
                       energy_scale=1.0, avg_num_neighbors=7.0)
 
 
-@pytest.mark.parametrize("kind", ["schnet", pytest.param("gemnet-t", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", [pytest.param("schnet", marks=pytest.mark.slow),
+                                  pytest.param("gemnet-t", marks=pytest.mark.slow)])
 def test_trained_model_conserves_energy_in_nve(x64, kind):
     """Pre-train (SchNet: Adam; GemNet-T: its recipe, AdamW + AMSGrad + L2-MAE forces), then a
     velocity-Verlet NVE run of the trained model conserves the total energy."""

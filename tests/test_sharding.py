@@ -26,9 +26,10 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 
 
 @pytest.mark.parametrize("dtype,counts,resume", [
-    ("float64", "4", False),
-    # make test-slow: the StABlE checkpoint saved on 4 devices and resumed on 1 and the
+    # make test-slow (the default suite keeps the two-process test below): 1 vs 4 devices in
+    # float64 (~70 s), the StABlE checkpoint saved on 4 devices and resumed on 1 and the
     # reverse (~25 s more), float32 on 2 devices (~45 s)
+    pytest.param("float64", "4", False, marks=pytest.mark.slow),
     pytest.param("float64", "4", True, marks=pytest.mark.slow),
     pytest.param("float32", "2", False, marks=pytest.mark.slow),
 ])
@@ -36,7 +37,7 @@ def test_one_two_four_devices_agree(dtype, counts, resume):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu", SHARDING_RESUME="1" if resume else "0")
     proc = subprocess.run([sys.executable, str(WORKER), dtype, counts], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4
@@ -101,7 +102,7 @@ def _two_processes(run_dir: Path, epochs: int, returncode: int = 0, **env_vars) 
     procs = [subprocess.Popen([sys.executable, str(MULTI_HOST_WORKER), str(run_dir),
                                str(epochs), address, str(i)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in (0, 1)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = [p.communicate() for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == returncode, err[-3000:]
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
@@ -116,7 +117,7 @@ def _start_one_process(run_dir: Path, epochs: int, devices: int = 2) -> subproce
 
 
 def _result(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
 
@@ -169,7 +170,7 @@ def test_unreachable_coordinator_is_a_one_line_error():
                STABLEJAX_NUM_PROCESSES="2", STABLEJAX_PROCESS_ID="1",
                STABLEJAX_DIST_TIMEOUT="2")
     proc = subprocess.run([sys.executable, "-m", "stablejax", "--distributed", "train"],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "could not be reached within 2 s" in lines[0], proc.stderr
@@ -177,5 +178,5 @@ def test_unreachable_coordinator_is_a_one_line_error():
 
 def test_devices_option_is_checked():
     proc = subprocess.run([sys.executable, "-m", "stablejax", "--devices", "x", "train"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True)
     assert proc.returncode == 2 and "--devices needs an integer >= 1" in proc.stderr

@@ -275,6 +275,7 @@ def test_run_progress_and_stop_fraction():
         sim.run(TETRA_PARAMS, state, 15)
 
 
+@pytest.mark.slow  # make test-slow (default-suite time)
 @pytest.mark.filterwarnings("ignore:scatter inputs have incompatible types:FutureWarning")  # JAX-MD, x64
 def test_neighbor_list_overflow_is_flagged_and_rerun_matches_dense():
     sigma, eps, L = 3.405, 0.0104, 11.4  # 27 argon atoms, cutoff 1.6 sigma = 5.45 A < L / 2
