@@ -9,6 +9,7 @@ mid-way from their orbax checkpoints).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -72,6 +73,10 @@ class Plan:
     """Reference data: GFN2-xTB molecular dynamics of ``system`` (``data_overrides``:
     GenerationConfig fields), or the OpenMM SPC/Fw water box (``data_overrides``: WaterConfig
     fields, e.g. ``n_molecules``)."""
+    evaluated_epoch: tuple[int, int] | None = None
+    """Evaluate the StABlE parameters that the reference's ``post_cycle{c}_epoch{k}`` rule picks
+    from the training log, ``(c, k)`` (:func:`stablejax.train.selection.post_cycle_epoch`),
+    fixed in the plan before any evaluation; None: the final parameters."""
     train_frames: int | None = None
     """Use only this many training frames (a seeded random subset of the data set's training
     split) for pre-training and for StABlE's QM term: the paper's data-limited recipe. The
@@ -194,11 +199,16 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
             if info.get("stage") != "simulate":
                 bar(d, tot, info)
 
-        stable_on_dataset(dataset, spec, params, plan.train, stable_dir, progress=progress)
+        stable = stable_on_dataset(dataset, spec, params, plan.train, stable_dir,
+                                   progress=progress, keep_epoch=kept_epoch_rule(plan))
     done("stable", t)
     if args.until == "stable":
         return run_dir
     _, _, stable_params = load_model_dir(stable_dir)
+    if plan.evaluated_epoch is not None:
+        from stablejax.io.run_dir import KEPT, STABLE, RunDir
+
+        stable_params = RunDir(stable_dir / STABLE).load_params(KEPT, stable_params)
 
     if same_parameters(params, stable_params) and not (run_dir / "eval_stable").exists():
         # No learning phase happened (no replica went unstable often enough): the StABlE model
@@ -216,9 +226,21 @@ def run(plan: Plan, args: Args, experiment: str) -> Path:
                for name in ("eval_pretrained", "eval_stable")}
     summary["pretrain"] = {k: pre[k] for k in ("test_energy_mae_mev",
                                                "test_force_mae_mev_per_angstrom", "epochs")}
+    if "kept_epoch" in stable:
+        summary["evaluated_stable_epoch"] = stable["kept_epoch"]
     summary["timings_s"] = timings
     write_json(run_dir / "summary.json", summary)
     return report
+
+
+def kept_epoch_rule(plan: Plan):
+    """``records -> epoch`` of the plan's ``evaluated_epoch`` rule, or None."""
+    if plan.evaluated_epoch is None:
+        return None
+    from stablejax.train.selection import post_cycle_epoch
+
+    cycle, learning_epoch = plan.evaluated_epoch
+    return functools.partial(post_cycle_epoch, cycle=cycle, learning_epoch=learning_epoch)
 
 
 @primary_only

@@ -50,50 +50,11 @@ SMALL_MODEL_STEP = {"method": "sgd", "learning_rate": 30.0, "grad_clip_norm": 1e
 
 def evaluated_epoch(records: Sequence[Mapping], *, cycle: int = 1,
                     learning_epoch: int = 10) -> int:
-    """The StABlE epoch whose parameters are evaluated, from the training log.
+    """The water plans' rule: the reference's ``post_cycle1_epoch10``
+    (:func:`stablejax.train.selection.post_cycle_epoch`)."""
+    from stablejax.train.selection import post_cycle_epoch
 
-    The reference's ``post_cycle{cycle}_epoch{learning_epoch}`` (its ``stable_training.py``
-    saves ``cycle{c+1}_epoch{k+1}`` after the k-th learning epoch of cycle c, counting from 0,
-    and loads it for ``eval_model: post_cycle1_epoch10``): the ``learning_epoch``-th learning
-    epoch of learning cycle ``cycle`` (cycle 1 = the first learning phase: records with
-    ``cycle == 0``). Fallbacks, fixed with the rule: a cycle that ends (``end_of_cycle ==
-    cycle``) after fewer learning epochs gives its last one, the end-of-cycle parameters (the
-    reference has no such file then); a log that ends first gives its last epoch.
-
-    Each answer for a prefix of the log is either its last epoch (undecided) or the final
-    answer, so a pipeline may save the parameters of every epoch whose prefix answers that
-    epoch (overwriting one slot) and evaluate what the slot holds at the end.
-
-    Args:
-      records: the ``metrics.jsonl`` records in order, each with ``"epoch"`` (0-based),
-        ``"phase"`` (``"simulation"`` / ``"learning"``), ``"cycle"`` (learning phases
-        completed before the epoch) and, on an epoch that ends a learning phase,
-        ``"end_of_cycle"`` (the cycle count after it).
-      cycle: learning cycle, from 1.
-      learning_epoch: learning epoch within the cycle, from 1.
-
-    Returns:
-      The record's ``"epoch"``; the parameters after it are the StABlE checkpoint of step
-      ``epoch + 1`` (``stable/checkpoints``) and, for an epoch that ends cycle n,
-      ``end_of_cycle/`` step n.
-
-    Raises:
-      ValueError: an empty log, epochs out of order, or ``cycle``/``learning_epoch`` < 1.
-    """
-    if cycle < 1 or learning_epoch < 1:
-        raise ValueError(f"cycle and learning_epoch count from 1, got {cycle}, {learning_epoch}")
-    epochs = [int(r["epoch"]) for r in records]
-    if not epochs:
-        raise ValueError("an empty training log has no epoch to evaluate")
-    if epochs != list(range(epochs[0], epochs[0] + len(epochs))):
-        raise ValueError(f"training log epochs are not consecutive: {epochs}")
-    seen = 0
-    for r in records:
-        if r["phase"] == "learning" and int(r["cycle"]) == cycle - 1:
-            seen += 1
-            if seen == learning_epoch or r.get("end_of_cycle") == cycle:
-                return int(r["epoch"])
-    return epochs[-1]
+    return post_cycle_epoch(records, cycle=cycle, learning_epoch=learning_epoch)
 
 
 def _evaluation(n_replicas: int, time_ps: float, frame_interval_fs: float, seed: int):
@@ -131,7 +92,7 @@ def _demo_plan(seed: int) -> Plan:
     from stablejax.train import PretrainConfig, TrainConfig
 
     return Plan(
-        system=SYSTEM, model="gemnet-t", reference="openmm-water",
+        system=SYSTEM, model="gemnet-t", reference="openmm-water", evaluated_epoch=(1, 10),
         data_overrides=dict(n_molecules=32, n_train=100, n_val=20, n_test=50),
         pretrain=PretrainConfig.gemnet(ema_decay=None, max_epochs=4, seed=seed),
         model_overrides={"config": GemNetTConfig.cpu_scale(n_blocks=1)},
@@ -150,7 +111,7 @@ def _cpu_plan(seed: int) -> Plan:
     from stablejax.train import PretrainConfig, TrainConfig
 
     return Plan(
-        system=SYSTEM, model="gemnet-t", reference="openmm-water",
+        system=SYSTEM, model="gemnet-t", reference="openmm-water", evaluated_epoch=(1, 10),
         pretrain=PretrainConfig.gemnet(ema_decay=None, max_epochs=7, seed=seed),
         model_overrides={"config": GemNetTConfig.cpu_scale()},
         train=TrainConfig.water(n_replicas=4, epoch_ps=0.5, n_epochs=12, stable_epochs=2,
@@ -173,7 +134,7 @@ def _paper_plan(seed: int) -> Plan:
     from stablejax.train import PretrainConfig, TrainConfig
 
     return Plan(
-        system=SYSTEM, model="gemnet-t", reference="openmm-water",
+        system=SYSTEM, model="gemnet-t", reference="openmm-water", evaluated_epoch=(1, 10),
         pretrain=PretrainConfig.gemnet(max_epochs=1000, seed=seed),
         model_overrides={}, train=TrainConfig.water(seed=seed),
         evaluation=_evaluation(5, 1000.0, 1000.0, seed),

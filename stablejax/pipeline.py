@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 
@@ -118,7 +119,8 @@ def load_model_dir(run_dir: str | Path):
 
 def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: str | Path, *,
                       progress: ProgressFn | None = None, allow_changes: tuple[str, ...] = (),
-                      pretrained_dir: str | Path | None = None) -> dict:
+                      pretrained_dir: str | Path | None = None,
+                      keep_epoch: Callable[[list[dict]], int] | None = None) -> dict:
     """StABlE training of a pre-trained model (``spec``, ``params``) on a data set (resumable
     from ``run_dir``).
 
@@ -130,7 +132,9 @@ def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: s
     finished run (``run_dir/stable/done.json``) re-run with the same inputs is returned as is;
     with other inputs it is refused, before anything is written. A resume may change only
     ``n_epochs``, ``stable_epochs`` and the fields of ``allow_changes``
-    (see :func:`stablejax.train.stable.train`).
+    (see :func:`stablejax.train.stable.train`). ``keep_epoch``: a rule on the training log
+    whose epoch's parameters are kept as ``run_dir/stable/kept`` (``train(keep_epoch=)``); the
+    summary's ``kept_epoch`` names it.
 
     Raises:
       InputError: other inputs than the run directory records (fields named), or a data set
@@ -162,7 +166,7 @@ def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: s
                            val=dataset.val)
     state = TrainState.create(problem, params, cfg)
     state = train(state, cfg, run_dir=loop_dir.path, progress=progress,
-                  allow_changes=allow_changes)
+                  allow_changes=allow_changes, keep_epoch=keep_epoch)
     rd.save_params(FINAL, int(state.epoch), state.params, {"epoch": int(state.epoch)})
     records = loop_dir.records()
     summary = {
@@ -176,6 +180,8 @@ def stable_on_dataset(dataset: Dataset, spec: ModelSpec, params, cfg, run_dir: s
         "this_call_wall_s": time.perf_counter() - t0,
         "config": to_dict(cfg),
     }
+    if keep_epoch is not None:
+        summary["kept_epoch"] = keep_epoch(records)
     if pretrained_dir is not None:
         summary["pretrained_dir"] = str(Path(pretrained_dir).resolve())
     write_json(loop_dir / DONE, summary)

@@ -27,7 +27,7 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         data_overrides=dict(n_train=16, n_val=4, n_test=4, reference_ps=0.02,
                             equilibration_ps=0.01, chunk_frames=4, sample_every=5,
                             reference_sample_every=5),
-        train_frames=12)
+        train_frames=12, evaluated_epoch=(1, 10))
     args = Args(scale="demo", run_dir=tmp_path / "run", data_dir=tmp_path / "data", workers=1)
     report = run(plan, args, "test_pipeline")
     run_dir = tmp_path / "run"
@@ -43,10 +43,17 @@ def test_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert np.isfinite(s["test_force_mae_mev_per_angstrom"])
     records = (run_dir / "stable_model" / "stable" / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 2
-    # a StABlE run without a learning phase keeps the parameters; its evaluation is reused
+    # The plan's checkpoint rule (post_cycle1_epoch10) falls back to the last epoch of a log
+    # without 10 learning epochs: the kept parameters are the final ones.
+    assert summary["evaluated_stable_epoch"] == 1
     from experiments.common import same_parameters
+    from stablejax.io.run_dir import KEPT, STABLE, RunDir
     from stablejax.pipeline import load_model_dir
 
+    final_params = load_model_dir(run_dir / "stable_model")[2]
+    kept = RunDir(run_dir / "stable_model" / STABLE).load_params(KEPT, final_params)
+    assert same_parameters(kept, final_params)
+    # a StABlE run without a learning phase keeps the parameters; its evaluation is reused
     unchanged = same_parameters(load_model_dir(run_dir / "pretrain")[2],
                                 load_model_dir(run_dir / "stable_model")[2])
     assert ("note" in summary["eval_stable"]) == unchanged

@@ -169,6 +169,7 @@ def test_reference_gradient_matches_blocked_baseline(box_setup):
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12 * np.abs(want).max())
 
 
+@pytest.mark.slow  # make test-slow (default-suite time)
 def test_non_interacting_environments_equal_the_global_estimator(x64):
     """Molecules farther apart than the cutoff: each local energy is its molecule's own energy,
     so the localized estimator equals the global one over the environments as frames."""

@@ -102,6 +102,7 @@ def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
     return tmp, Path(found.group(1))
 
 
+@pytest.mark.slow  # make test-slow (default-suite time); the Python quickstart stays
 def test_cli_example_runs(tiny_data):
     tmp, data = tiny_data
     script = _reduced(CLI_EXAMPLE.read_text(), CLI_SUBSTITUTIONS,

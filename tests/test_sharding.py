@@ -26,7 +26,7 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 
 
 @pytest.mark.parametrize("dtype,counts,resume", [
-    # make test-slow (the default suite keeps the two-process test below): 1 vs 4 devices in
+    # make test-slow (with the two-process test below; default-suite time): 1 vs 4 devices in
     # float64 (~70 s), the StABlE checkpoint saved on 4 devices and resumed on 1 and the
     # reverse (~25 s more), float32 on 2 devices (~45 s)
     pytest.param("float64", "4", False, marks=pytest.mark.slow),
@@ -134,6 +134,7 @@ def _check_multi_host_run(run_dir: Path, epochs: int, results: list[dict], singl
     assert [r["epoch"] for r in records] == list(range(epochs))  # written once
 
 
+@pytest.mark.slow  # make test-slow (default-suite time)
 def test_two_processes_on_localhost_train_as_one(tmp_path):
     """jax.distributed with two CPU processes (one device each, a 2-device mesh) trains the LJ
     fluid like one process with two devices: the same parameters, one metrics log, one

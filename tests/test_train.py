@@ -334,3 +334,25 @@ def test_resume_refuses_another_config_unless_the_change_is_allowed(lj, tmp_path
     record = json.loads((tmp_path / "inputs.json").read_text())
     assert record["config"]["optimizer"]["learning_rate"] == 0.1
     assert record["changes"][-1]["config.optimizer.learning_rate"] == [0.3, 0.1]
+
+
+def test_keep_epoch_keeps_the_parameters_of_the_chosen_epoch(lj, tmp_path):
+    """train(keep_epoch=rule) saves the parameters of the epoch the rule names on the log so far
+    (here epoch 2 of 5) as run_dir/kept: they equal a 3-epoch run's final parameters."""
+    from stablejax.io.run_dir import KEPT, RunDir
+
+    def rule(records):
+        return min(int(records[-1]["epoch"]), 2)
+
+    cfg = base_cfg(n_epochs=5, stable_epochs=None)
+    s5 = train_fn(TrainState.create(lj.problem, sig(2.2), cfg), cfg, run_dir=tmp_path / "a",
+                  keep_epoch=rule)
+    kept = RunDir(tmp_path / "a").load_params(KEPT, s5.params)
+    cfg3 = base_cfg(n_epochs=3, stable_epochs=None)
+    s3 = train_fn(TrainState.create(lj.problem, sig(2.2), cfg3), cfg3)
+    assert tree_equal(kept, s3.params)
+    records = RunDir(tmp_path / "a").records()
+    if any(r["phase"] == "learning" for r in records[3:]):
+        assert not tree_equal(kept, s5.params)
+    with pytest.raises(ValueError, match="needs a run_dir"):
+        train_fn(TrainState.create(lj.problem, sig(2.2), cfg), cfg, keep_epoch=rule)

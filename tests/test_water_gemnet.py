@@ -87,6 +87,7 @@ def with_output_kernel_norm(params, norm: float):
     return jax.tree_util.tree_map_with_path(kernel, params)
 
 
+@pytest.mark.slow  # make test-slow (default-suite time)
 def test_update_reaches_every_layer_group_with_the_new_parameterisation():
     """He-orthogonal outputs + trainable scale factors (the default): no layer group takes more
     than 90% of the update's squared norm, and every group gets some. The old parameterisation

@@ -59,6 +59,7 @@ def test_cutoff_larger_than_half_box_is_refused(water_root, tmp_path):
               str(tmp_path / "run"), "--max-epochs", "1", "--cutoff-angstrom", "5"])
 
 
+@pytest.mark.slow  # make test-slow (default-suite time)
 def test_evaluate_water_criterion(pretrained, water_root):
     from stablejax.config import MDConfig
     from stablejax.evaluate.stability_run import EvalConfig, evaluate_model

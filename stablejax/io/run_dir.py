@@ -41,6 +41,7 @@ CHECKPOINTS = "checkpoints"
 BEST = "best"
 FINAL = "final"
 END_OF_CYCLE = "end_of_cycle"
+KEPT = "kept"  # parameters of the epoch a rule chose (train(keep_epoch=...))
 STABLE = "stable"
 DONE = "done.json"
 

@@ -39,7 +39,7 @@ from flax import struct
 from stablejax._keys import raw_key
 from stablejax._types import Array, Params, ProgressFn
 from stablejax.config import to_dict
-from stablejax.io.run_dir import END_OF_CYCLE, RunDir
+from stablejax.io.run_dir import END_OF_CYCLE, KEPT, RunDir
 from stablejax.simulate import ReplicaState
 from stablejax.train import phases
 from stablejax.train.learn import (
@@ -336,8 +336,8 @@ def stop_reason(state: TrainState, cfg: TrainConfig) -> str | None:
 
 
 def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = None,
-          progress: ProgressFn | None = None, allow_changes: tuple[str, ...] = ()
-          ) -> TrainState:
+          progress: ProgressFn | None = None, allow_changes: tuple[str, ...] = (),
+          keep_epoch: Callable[[list[dict]], int] | None = None) -> TrainState:
     """Run StABlE training until ``cfg.n_epochs`` or the model is stable (see module doc).
 
     ``cfg`` is checked against the config the state was created with (only ``n_epochs`` and
@@ -358,6 +358,11 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = N
         (info['stage'] == 'simulate').
       allow_changes: TrainConfig fields (dotted, from ``RESUMABLE_FIELDS``, e.g.
         ``"optimizer.learning_rate"``) that may differ from the run directory's record.
+      keep_epoch: a rule ``records -> epoch`` on the training log so far (e.g.
+        :func:`stablejax.train.selection.post_cycle_epoch`); after every epoch whose log names
+        that epoch, its parameters are saved as ``run_dir/kept`` (one slot), so the slot ends
+        with the epoch the whole log names when each prefix names either its last epoch or the
+        final answer. Needs ``run_dir``.
 
     Raises:
       InputError: the run directory was made with another config (fields named).
@@ -365,6 +370,8 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = N
     from stablejax.io.inputs import allow_paths, check_inputs
 
     check_config(state, cfg)  # before restoring: shapes must match the checkpoint
+    if keep_epoch is not None and run_dir is None:
+        raise ValueError("train(keep_epoch=...) needs a run_dir to keep the parameters in")
     rd = RunDir(run_dir) if run_dir is not None else None
     if rd is not None:
         allow = allow_paths(LOOP_FIELDS + tuple(allow_changes), RESUMABLE_FIELDS)
@@ -384,6 +391,8 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: str | Path | None = N
             if "end_of_cycle" in record:
                 rd.save_params(END_OF_CYCLE, record["end_of_cycle"], state.params,
                                {"epoch": epoch}, keep=None)
+            if keep_epoch is not None and keep_epoch(rd.records() + [record]) == record["epoch"]:
+                rd.save_params(KEPT, epoch, state.params, {"epoch": record["epoch"]}, keep=1)
             rd.save_epoch(epoch, state.checkpoint_arrays(), record, {"phase": record["phase"]})
         if progress is not None:
             progress(int(state.epoch), cfg.n_epochs, record)
